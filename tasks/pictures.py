@@ -1,0 +1,44 @@
+"""Small drawing helpers for ``show_batch`` / ``show_results`` figures (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or a one-line install hint."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - matplotlib is in requirements.txt
+        raise ImportError("Pictures and plots need matplotlib: pip install matplotlib") from e
+    return plt
+
+
+def to_hwc(image: torch.Tensor) -> np.ndarray:
+    """A CHW image tensor (uint8, or float in 0..1) as an HWC uint8 array."""
+    x = image.detach().cpu()
+    if x.dtype != torch.uint8:
+        x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return x.permute(1, 2, 0).numpy()
+
+
+def palette(n: int, void_index: int | None = None) -> np.ndarray:
+    """n distinct RGB colours (tab20 + tab20b), the void class black."""
+    plt = pyplot()
+    cols = [plt.get_cmap("tab20")(i)[:3] for i in range(20)] + [plt.get_cmap("tab20b")(i)[:3] for i in range(20)]
+    out = (np.array([cols[i % len(cols)] for i in range(n)]) * 255).astype(np.uint8)
+    if void_index is not None and 0 <= void_index < n:
+        out[void_index] = 0
+    return out
+
+
+def grid(n_rows: int, n_cols: int, cell: float = 2.5):
+    plt = pyplot()
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols * 1.3, cell * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes

@@ -1,0 +1,105 @@
+"""Semantic segmentation (CamVid): cross-entropy ignoring void, void-free pixel accuracy, mean IoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from .base import BaseTask
+from .pictures import grid, palette, to_hwc
+
+
+class SegmentationTask(BaseTask):
+    """Per-pixel classification with a network from ``models/`` (e.g. :class:`models.UNet`).
+
+    Args:
+        net: network returning ``(B, num_classes, H, W)`` logits.
+        num_classes: number of classes (linked from the datamodule).
+        void_index: class ignored by loss and metrics (the lesson's ``acc_camvid``), or None.
+        class_names: names for pictures and exported bundles (linked from the datamodule).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 32,
+        void_index: int | None = None,
+        class_names: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        pct_start: float = 0.25,
+    ):
+        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+        self.num_classes, self.void_index = num_classes, void_index
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.ignore_index = -100 if void_index is None else void_index
+        self.save_hyperparameters(ignore=["net"])
+        self.init_metrics()
+
+    def make_metrics(self):
+        kw = {"num_classes": self.num_classes, "ignore_index": self.void_index}
+        return MetricCollection({"acc": MulticlassAccuracy(average="micro", **kw), "miou": MulticlassJaccardIndex(average="macro", **kw)})
+
+    def _shared_step(self, batch, stage, keep_example=False):
+        x, y = batch["image"], batch["mask"]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
+        preds = logits.argmax(1)
+        self.stage_metrics(stage).update(preds, y)
+        self.log_stage(stage, loss, x.shape[0])
+        if keep_example:
+            self.example = {"image": x[:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].cpu()}
+        return loss
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        logits = self(batch["image"])
+        out = []
+        for lg, name, (h, w) in zip(logits, batch["name"], batch["orig_size"].tolist()):
+            full = F.interpolate(lg[None].float(), size=(h, w), mode="bilinear", align_corners=False)
+            out.append({"name": name, "mask": full.argmax(1)[0].to(torch.uint8).cpu()})
+        return out
+
+    def write_predictions(self, predictions: list[dict], folder: Path) -> None:
+        """Class-id masks as ``<stem>_P.png`` (the CamVid label layout) plus a colour preview."""
+        pal = palette(self.num_classes, self.void_index)
+        for p in predictions:
+            stem = Path(p["name"]).stem
+            ids = p["mask"].numpy()
+            Image.fromarray(ids, mode="L").save(folder / f"{stem}_P.png")
+            Image.fromarray(pal[ids]).save(folder / f"{stem}_color.png")
+
+    # -- pictures ---------------------------------------------------------------
+    def _colour(self, mask: torch.Tensor) -> np.ndarray:
+        return palette(self.num_classes, self.void_index)[mask.cpu().numpy().clip(0, self.num_classes - 1)]
+
+    def show_batch(self, batch, n=8):
+        n = min(n, batch["image"].shape[0])
+        fig, axes = grid(2, n)
+        for i in range(n):
+            img = to_hwc(batch["image"][i])
+            axes[0, i].imshow(img)
+            axes[1, i].imshow(img)
+            axes[1, i].imshow(self._colour(batch["mask"][i]), alpha=0.6)
+        axes[0, 0].set_title("image", loc="left")
+        axes[1, 0].set_title("mask", loc="left")
+        fig.tight_layout()
+        return fig
+
+    def show_results(self, example, n=8):
+        n = min(n, example["image"].shape[0])
+        fig, axes = grid(n, 3)
+        for i in range(n):
+            axes[i, 0].imshow(to_hwc(example["image"][i]))
+            axes[i, 1].imshow(self._colour(example["mask"][i]))
+            axes[i, 2].imshow(self._colour(example["pred"][i]))
+        for j, title in enumerate(("image", "truth", "prediction")):
+            axes[0, j].set_title(title)
+        fig.tight_layout()
+        return fig

@@ -1,0 +1,230 @@
+"""Command line: ``python train.py --task camvid`` or any LightningCLI command.
+
+``--task NAME`` is a shortcut for ``fit --config configs/NAME.yaml`` (it also works after
+another subcommand: ``python train.py validate --task camvid --ckpt_path ...``). A config
+whose first line is ``# extends: BASE`` is loaded on top of ``configs/BASE.yaml``.
+
+Every run gets a folder ``runs/<name>/<time>/`` holding ``config.yaml``, ``metrics.json``,
+``checkpoints/``, ``pictures/``, ``predictions/`` and the offline W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.cli import LightningCLI
+
+from callbacks import Pictures, PredictionWriter
+from datamodules.base import DataError
+from models.weights import WeightsUnavailableError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+VERSIONED = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "segmentation-models-pytorch", "timm", "albumentations", "transformers", "wandb")
+# values a datamodule knows that its task (or network) needs; links whose source or
+# target a given task lacks are skipped by jsonargparse
+DATA_TO_MODEL = {
+    "num_classes": ["model.init_args.num_classes", "model.init_args.net.init_args.num_classes"],
+    "void_index": ["model.init_args.void_index"],
+    "classes": ["model.init_args.class_names"],
+}
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_chain(name: str) -> list[Path]:
+    """``configs/NAME.yaml`` preceded by the configs it extends (first line ``# extends: BASE``)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"error: unknown task '{name}'. Known tasks: {', '.join(task_names())}")
+    first = path.read_text().splitlines()[:1]
+    if first and first[0].startswith("# extends:"):
+        return config_chain(first[0].split(":", 1)[1].strip()) + [path]
+    return [path]
+
+
+def expand_task(args: list[str]) -> list[str]:
+    """Replace ``--task NAME`` by ``--config`` options right after the subcommand (``fit`` if none)."""
+    args = list(args)
+    name = None
+    for i, a in enumerate(args):
+        if a == "--task":
+            if i + 1 >= len(args):
+                raise SystemExit(f"error: --task needs a name. Known tasks: {', '.join(task_names())}")
+            name = args[i + 1]
+            del args[i : i + 2]
+            break
+        if a.startswith("--task="):
+            name = a.split("=", 1)[1]
+            del args[i]
+            break
+    if name is None:
+        return args
+    if not args or args[0].startswith("-"):
+        args.insert(0, "fit")
+    configs = [x for p in config_chain(name) for x in ("--config", str(p))]
+    return [args[0], *configs, "--name", name, *args[1:]]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def new_run_dir(runs_dir: str, name: str) -> Path:
+    """A fresh ``runs_dir/name/YYYYmmdd-HHMMSS[-k]`` folder (shared with DDP child processes)."""
+    inherited = os.environ.get("LESSON3_RUN_DIR")
+    if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+        return Path(inherited)
+    base = Path(runs_dir) / name / time.strftime("%Y%m%d-%H%M%S")
+    path, k = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            break
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+    os.environ["LESSON3_RUN_DIR"] = str(path.resolve())
+    return path.resolve()
+
+
+class KitCLI(LightningCLI):
+    """LightningCLI with the run folder, data-to-model links, pictures and ``metrics.json``."""
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_argument("--name", type=str | None, default=None, help="run name: the folder is RUNS_DIR/NAME/TIME (default: the datamodule's name)")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="where run folders are made")
+        parser.add_argument("--run_dir", type=str | None, default=None, help="use exactly this run folder (e.g. for torchrun/SLURM jobs)")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False})
+        parser.add_lightning_class_args(Pictures, "pictures")
+        for source, targets in DATA_TO_MODEL.items():
+            for target in targets:
+                parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
+
+    def before_instantiate_classes(self):
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        name = cfg.get("name") or self._default_name(cfg)
+        self.run_dir = Path(cfg.run_dir).resolve() if cfg.get("run_dir") else new_run_dir(cfg.runs_dir, name)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.trainer.default_root_dir = str(self.run_dir)
+        cfg.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        logger = cfg.trainer.get("logger")
+        if logger not in (None, False, True) and not isinstance(logger, list) and "WandbLogger" in str(logger.get("class_path", "")):
+            logger.init_args.save_dir = str(self.run_dir)
+            logger.init_args.name = logger.init_args.get("name") or f"{name}-{self.run_dir.name}"
+            logger.init_args.project = logger.init_args.get("project") or f"lesson3-{name}"
+        if self.subcommand in ("fit", None) and cfg.get("ckpt_path") == "last":
+            cfg.ckpt_path = self._find_last(cfg.runs_dir, name)
+        if cfg.get("ckpt_path") not in (None, "last", "best") and not Path(cfg.ckpt_path).is_file():
+            raise SystemExit(f"error: --ckpt_path {cfg.ckpt_path}: no such checkpoint file.")
+        self._print(f"Run folder: {self.run_dir}")
+
+    @staticmethod
+    def _default_name(cfg) -> str:
+        cls = str(cfg.data.get("class_path", "run")).rsplit(".", 1)[-1]
+        return cls.replace("DataModule", "").lower() or "run"
+
+    @staticmethod
+    def _find_last(runs_dir: str, name: str) -> str:
+        """``--ckpt_path last``: the newest ``last.ckpt`` (or on-error checkpoint) among earlier runs."""
+        found = sorted(
+            (p for pat in ("last*.ckpt", "on_exception.ckpt") for p in (Path(runs_dir) / name).glob(f"*/checkpoints/{pat}")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not found:
+            raise SystemExit(f"error: --ckpt_path last: no earlier checkpoint under {Path(runs_dir) / name}/*/checkpoints/.")
+        return str(found[-1])
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(OnExceptionCheckpoint(dirpath=str(self.run_dir / "checkpoints")))
+        trainer.callbacks.append(PredictionWriter())
+        return trainer
+
+    def _print(self, msg: str) -> None:
+        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+            print(msg, flush=True)
+
+    # -- metrics.json -----------------------------------------------------------
+    def write_metrics(self, stage: str) -> Path | None:
+        if not self.trainer.is_global_zero:
+            return None
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        ckpt = self.trainer.checkpoint_callback
+        out = {
+            "subcommand": stage,
+            "metrics": metrics,
+            "epochs": self.trainer.current_epoch,
+            "global_step": self.trainer.global_step,
+            "best_checkpoint": getattr(ckpt, "best_model_path", None) or None,
+            "last_checkpoint": getattr(ckpt, "last_model_path", None) or None,
+            "run_dir": str(self.run_dir),
+            "config": json.loads(json.dumps(cfg.as_dict(), default=str)),
+            "versions": versions(),
+        }
+        path = self.run_dir / "metrics.json"
+        path.write_text(json.dumps(out, indent=2, default=str))
+        self._print(f"Metrics: {path}")
+        return path
+
+    def after_fit(self):
+        self.write_metrics("fit")
+
+    def after_validate(self):
+        self.write_metrics("validate")
+
+    def after_test(self):
+        self.write_metrics("test")
+
+    def after_predict(self):
+        self._print(f"Predictions: {self.run_dir / 'predictions'}")
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
+    """Run the CLI on ``args`` (``sys.argv[1:]`` when None); returns the CLI object."""
+    if args is None:
+        sys.argv[1:] = expand_task(sys.argv[1:])
+    else:
+        args = expand_task(args)
+    return KitCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"offline": True}},
+        },
+    )
+
+
+def main() -> None:
+    try:
+        cli_main()
+    except (DataError, WeightsUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
