@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from callbacks.schedule import one_cycle
+
 STAGES = ("train", "val", "test")
 
 
@@ -76,7 +78,7 @@ class BaseTask(pl.LightningModule):
         groups = [{"params": g, "lr": self.lr} for g in self.layer_groups() if g]
         opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=self.pct_start)
+        sched = one_cycle(opt, [g["lr"] for g in groups], total, self.pct_start)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- pictures (overridden per task) -----------------------------------------

@@ -1,0 +1,166 @@
+"""The real CLI end to end: --task, overrides, subcommands, run folder, metrics.json, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from conftest import ROOT, shared
+from test_camvid import write_fastai, write_segnet
+from train import config_chain, expand_task
+
+FAST = ["--trainer.fast_dev_run", "true"]
+
+
+def test_expand_task():
+    assert expand_task(["--task", "camvid", "--trainer.max_epochs", "3"])[:3] == ["fit", "--config", str(ROOT / "configs" / "camvid.yaml")]
+    args = expand_task(["validate", "--task=camvid_resnet34", "--ckpt_path", "x"])
+    assert args[0] == "validate" and args.count("--config") == 2 and args[-2:] == ["--ckpt_path", "x"]
+    assert [p.stem for p in config_chain("camvid_resnet34")] == ["camvid", "camvid_resnet34"]
+    assert expand_task(["fit", "--config", "a.yaml"]) == ["fit", "--config", "a.yaml"]
+
+
+def test_unknown_task_lists_names():
+    with pytest.raises(SystemExit, match="unknown task 'camvd'.*camvid"):
+        expand_task(["--task", "camvd"])
+
+
+def test_print_config(capsys):
+    from train import cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["fit", "--config", str(ROOT / "configs" / "camvid.yaml"), "--model.init_args.lr", "0.01", "--print_config"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "tasks.SegmentationTask" in out and "lr: 0.01" in out and "tu-tf_efficientnet_lite0" in out
+
+
+def test_fit_writes_run_folder(run_cli):
+    cli, run = run_cli(["--task", "camvid", *FAST, "--data.init_args.batch_size", "4", "--model.init_args.lr", "1e-3"])
+    assert cli.model.lr == 1e-3 and cli.datamodule.batch_size == 4
+    assert cli.model.net.unet.segmentation_head[0].out_channels == 32  # linked from codes.txt
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["subcommand"] == "fit"
+    for key in ("val/acc", "val/miou", "val/loss", "train/loss"):
+        assert np.isfinite(m["metrics"][key]), key
+    assert m["versions"]["torch"] and m["versions"]["pytorch-lightning"] == "2.6.6"
+    assert m["config"]["model"]["init_args"]["lr"] == 1e-3
+    assert (run / "pictures" / "show_batch.png").stat().st_size > 1000
+    assert (run / "pictures" / "show_results.png").stat().st_size > 1000
+
+
+def test_segnet_layout_links_twelve_classes(run_cli, tmp_path):
+    root = write_segnet(tmp_path / "segnet")
+    cli, run = run_cli(["--task", "camvid", *FAST, "--data.init_args.root", str(root), "--data.init_args.size", "[32,32]", "--data.init_args.batch_size", "2"])
+    assert cli.model.net.unet.segmentation_head[0].out_channels == 12 and cli.model.void_index == 11
+    cli, run = run_cli(["test", "--task", "camvid", "--data.init_args.root", str(root), "--data.init_args.size", "[32,32]"])
+    assert "test/acc" in json.loads((run / "metrics.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
+def test_validate_test_predict_from_checkpoint(run_cli, tmp_path):
+    data = write_fastai(tmp_path / "camvid", n=6, hw=(40, 60))
+    common = ["--data.init_args.root", str(data), "--data.init_args.size", "[32,64]", "--data.init_args.batch_size", "2"]
+    _, run = run_cli(["--task", "camvid", "--trainer.max_epochs", "1", *common])
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (run / "config.yaml").is_file()
+    fit_metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    _, vrun = run_cli(["validate", "--task", "camvid", "--ckpt_path", str(ckpt), *common])
+    val = json.loads((vrun / "metrics.json").read_text())
+    assert val["subcommand"] == "validate"
+    assert abs(val["metrics"]["val/acc"] - fit_metrics["val/acc"]) < 1e-4  # same weights, same data
+    _, trun = run_cli(["test", "--task", "camvid", "--ckpt_path", str(ckpt), *common])
+    assert "test/miou" in json.loads((trun / "metrics.json").read_text())["metrics"]
+    pred_dir = tmp_path / "to_predict"
+    pred_dir.mkdir()
+    Image.fromarray(np.zeros((50, 70, 3), np.uint8)).save(pred_dir / "street.png")
+    _, prun = run_cli(["predict", "--task", "camvid", "--ckpt_path", str(ckpt), *common, "--data.init_args.predict_dir", str(pred_dir)])
+    mask = Image.open(prun / "predictions" / "street_P.png")
+    assert mask.size == (70, 50) and mask.mode == "L"  # back at the original size, class ids
+    assert int(np.asarray(mask).max()) < 32
+
+
+class Crash(pl.Callback):
+    """Simulates a crash (power cut, OOM...) at a given training step."""
+
+    def __init__(self, at_step: int = 3):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.slow
+def test_crash_keeps_weights_and_resume_with_ckpt_path_last(run_cli, tmp_path):
+    data = write_fastai(tmp_path / "camvid", n=6, hw=(32, 32))
+    common = ["--task", "camvid", "--data.init_args.root", str(data), "--data.init_args.size", "[32,32]", "--data.init_args.batch_size", "2", "--trainer.max_epochs", "2"]
+    crash = '{"class_path": "test_cli.Crash", "init_args": {"at_step": 3}}'
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cli([*common, f"--trainer.callbacks+={crash}"])
+    saved = list((tmp_path / "runs" / "camvid").glob("*/checkpoints/on_exception.ckpt"))
+    assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["global_step"] == 3  # nothing trained is lost
+    _, run = run_cli([*common, "--ckpt_path", "last"])
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["epochs"] == 2 and m["global_step"] == 4  # continued from step 3, not from scratch
+
+
+def test_bad_ckpt_path(run_cli):
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        run_cli(["validate", "--task", "camvid", "--ckpt_path", "/nonexistent.ckpt"])
+
+
+def test_wandb_offline_run(run_cli):
+    one_batch = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    _, run = run_cli(["--task", "camvid", *one_batch], logger=True)
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    assert list(runs[0].rglob("show_results*.png"))
+
+
+def test_cli_error_message_names_the_file(tmp_path):
+    """``python train.py`` prints one clear line (no traceback) for bad data."""
+    root = write_fastai(tmp_path / "c")
+    (root / "labels" / "0001TP_000001_P.png").unlink()
+    env = {**os.environ, "LESSON3_RUN_DIR": ""}
+    out = subprocess.run(
+        [sys.executable, "train.py", "--task", "camvid", "--data.init_args.root", str(root), "--runs_dir", str(tmp_path / "runs"), "--trainer.logger", "false"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert out.returncode == 1
+    assert "error:" in out.stderr and "0001TP_000001_P.png: label file missing" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_real_camvid_tiny_two_epochs(run_cli):
+    root = shared("camvid_tiny")
+    _, run = run_cli(["--task", "camvid", "--data.init_args.root", str(root), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2"])
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert 0 <= m["val/acc"] <= 1 and m["val/miou"] > 0
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("LESSON3_RUN_DIR", "LOCAL_RANK")}
+    cmd = [
+        sys.executable, "train.py", "--task", "camvid", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "2", "--trainer.logger", "false", "--data.init_args.num_workers", "0",
+        "--runs_dir", str(tmp_path / "runs"),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((tmp_path / "runs" / "camvid").iterdir())
+    assert len(runs) == 1  # both processes share rank 0's run folder
+    m = json.loads((runs[0] / "metrics.json").read_text())
+    assert {"val/acc", "val/miou", "val/loss"} <= set(m["metrics"])
+    assert m["config"]["trainer"]["devices"] == 2 or m["config"]["trainer"]["devices"] == "2"
