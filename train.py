@@ -18,16 +18,18 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from pytorch_lightning import LightningDataModule, LightningModule
+import torch
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
-from callbacks import Pictures, PredictionWriter
+from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, Stages
+from callbacks.lr_finder import find_lr
+from callbacks.speed import auto_precision
 from datamodules.base import DataError
 from models.weights import WeightsUnavailableError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 VERSIONED = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "segmentation-models-pytorch", "timm", "albumentations", "transformers", "wandb")
 # values a datamodule knows that its task (or network) needs; links whose source or
 # target a given task lacks are skipped by jsonargparse
@@ -104,6 +106,55 @@ def new_run_dir(runs_dir: str, name: str) -> Path:
     return path.resolve()
 
 
+class KitTrainer(Trainer):
+    """Lightning's Trainer plus the ``lr_find`` subcommand."""
+
+    def lr_find(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        num_steps: int = 100,
+        rule: str | None = None,
+        freeze_to: int | None = None,
+    ) -> float | None:
+        """LR range test: plot, suggestion, and the model and optimizer left as they were.
+
+        Args:
+            min_lr: first LR of the sweep.
+            max_lr: last LR of the sweep (it stops early when the loss diverges).
+            num_steps: batches in the sweep.
+            rule: ``valley``, ``steepest`` or ``minimum`` (default: the first stage's, else valley).
+            freeze_to: first trainable layer group (default: the first stage's, else 0 = all).
+        """
+        first = next((c.stages[0] for c in self.callbacks if isinstance(c, Stages)), None)
+        rule = rule or (first.rule if first else "valley")
+        freeze_to = freeze_to if freeze_to is not None else (first.freeze_to if first else 0)
+        datamodule.setup("fit")
+        device = self.strategy.root_device
+        model.to(device)
+        n_groups = len([g for g in model.layer_groups() if g])
+        start = freeze_to if freeze_to >= 0 else max(0, n_groups + freeze_to)
+        mults = [0.0 if i < start else 1.0 for i in range(n_groups)]
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.precision)) if device.type == "cuda" else None
+        sugg, every, plot = find_lr(
+            model, datamodule.train_dataloader(), Path(self.default_root_dir), rule=rule, min_lr=min_lr,
+            max_lr=max_lr, num_steps=num_steps, group_mults=mults, device=device, autocast_dtype=dtype,
+        )
+        for r, s in every.items():
+            print(f"  {r:9s} {s.lr:.2e}  ({s.reason})" if s.lr is not None else f"  {r:9s} -         ({s.reason})")
+        print(f"Suggested LR ({rule}): {sugg.lr:.2e}" if sugg.lr is not None else f"No LR suggestion ({rule}): {sugg.reason}")
+        print(f"Plot: {plot}")
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="pictures/lr_find", images=[str(plot)])
+                logger.experiment.summary["lr_find/suggestion"] = sugg.lr
+        return sugg.lr
+
+
 class KitCLI(LightningCLI):
     """LightningCLI with the run folder, data-to-model links, pictures and ``metrics.json``."""
 
@@ -114,12 +165,19 @@ class KitCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False})
         parser.add_lightning_class_args(Pictures, "pictures")
+        parser.add_lightning_class_args(MemoryFormat, "memory")
         for source, targets in DATA_TO_MODEL.items():
             for target in targets:
                 parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+
     def before_instantiate_classes(self):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.trainer.get("precision") is None:
+            cfg.trainer.precision = auto_precision(cfg.trainer.get("accelerator"))
         name = cfg.get("name") or self._default_name(cfg)
         self.run_dir = Path(cfg.run_dir).resolve() if cfg.get("run_dir") else new_run_dir(cfg.runs_dir, name)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +214,7 @@ class KitCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(OnExceptionCheckpoint(dirpath=str(self.run_dir / "checkpoints")))
         trainer.callbacks.append(PredictionWriter())
+        trainer.callbacks.append(Recorder())
         return trainer
 
     def _print(self, msg: str) -> None:
@@ -207,6 +266,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
     return KitCLI(
         LightningModule,
         LightningDataModule,
+        trainer_class=KitTrainer,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,

@@ -1,6 +1,9 @@
-"""Lightning callbacks: pictures, prediction writing (and the training recipe)."""
+"""Lightning callbacks: the training recipe (stages, LR finder, one-cycle), pictures, plots, speed."""
 
 from .pictures import Pictures
+from .plots import Recorder
 from .predictions import PredictionWriter
+from .speed import MemoryFormat
+from .stages import Stage, Stages
 
-__all__ = ["Pictures", "PredictionWriter"]
+__all__ = ["MemoryFormat", "Pictures", "PredictionWriter", "Recorder", "Stage", "Stages"]

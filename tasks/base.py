@@ -32,6 +32,8 @@ class BaseTask(pl.LightningModule):
         self.net = net
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
+        self.channels_last = False  # set by callbacks.MemoryFormat on GPU
+        self._muted = False
 
     def init_metrics(self) -> None:
         """One metric collection per stage; call at the end of the subclass's ``__init__``."""
@@ -61,6 +63,28 @@ class BaseTask(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self._shared_step(batch, "test")
+
+    def loss_on(self, batch) -> torch.Tensor:
+        """The training loss on a batch with logging muted (LR range test); train metrics are reset."""
+        self._muted = True
+        try:
+            return self._shared_step(batch, "train")
+        finally:
+            self._muted = False
+            self.train_metrics.reset()
+
+    def log(self, *args, **kwargs):
+        if not self._muted:
+            super().log(*args, **kwargs)
+
+    def log_dict(self, *args, **kwargs):
+        if not self._muted:
+            super().log_dict(*args, **kwargs)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.channels_last and isinstance(batch, dict):
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v for k, v in batch.items()}
+        return batch
 
     def log_stage(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
         """Log the loss and the stage's metric collection (epoch-level, synced across processes)."""

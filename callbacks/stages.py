@@ -1,0 +1,225 @@
+"""Training stages as the lesson runs them: frozen, unfrozen with discriminative LRs, larger images.
+
+Each stage is one one-cycle schedule over its epochs. Freezing is by parameter-group learning
+rate (0 for frozen groups; batch-norm statistics keep updating, as in fastai), so one optimizer
+and DDP serve every stage. A stage may change the input size and batch size (progressive
+resizing); the loaders are rebuilt at the boundary and the weights carry over. The LR of a stage
+may be found by an LR range test at its start (``lr: find``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from .lr_finder import find_lr
+from .pictures import run_dir
+from .schedule import one_cycle, spread_lrs
+
+LRValue = float | str
+
+
+@dataclass
+class Stage:
+    """One stage of training.
+
+    Attributes:
+        epochs: length of the stage (and of its one-cycle schedule).
+        lr: a number, ``find`` (LR range test at the stage start), an expression of the previous
+            stage's LR or of the found one (``lr/5``, ``find/10``), or ``[low, high]`` of those: a
+            slice, the lowest layer group gets ``low``, the head ``high``, geometric in between.
+        freeze_to: first trainable layer group, fastai-style: ``-1`` trains only the head,
+            ``0`` everything.
+        size: input size for this stage (``[h, w]`` or one number), or None to keep it.
+        batch_size: batch size for this stage, or None to keep it.
+        rule: LR-suggestion rule for ``find`` (``valley``, ``steepest``, ``minimum``).
+        name: checkpoint name at the end of the stage (default ``stage-<k>``).
+    """
+
+    epochs: int = 1
+    lr: LRValue | list[LRValue] = "lr"
+    freeze_to: int = 0
+    size: list[int] | int | None = None
+    batch_size: int | None = None
+    rule: str = "valley"
+    name: str | None = None
+
+
+_EXPR = re.compile(r"^\s*(lr|find)\s*(?:([/*])\s*([0-9.eE+-]+))?\s*$")
+
+
+def eval_lr(value: LRValue, prev: float, found: float | None) -> float:
+    """``3e-3``, ``lr``, ``lr/5``, ``find``, ``find/10``... as a number."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _EXPR.match(str(value))
+    if not m:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"stage lr '{value}': use a number, lr, find, or lr/N, lr*N, find/N") from None
+    base = prev if m.group(1) == "lr" else found
+    if base is None:
+        raise ValueError(f"stage lr '{value}' needs an LR range test: it has no 'find' result")
+    if m.group(2):
+        k = float(m.group(3))
+        return base / k if m.group(2) == "/" else base * k
+    return base
+
+
+def needs_find(lr) -> bool:
+    values = lr if isinstance(lr, (list, tuple)) else [lr]
+    return any(isinstance(v, str) and v.strip().startswith("find") for v in values)
+
+
+def stage_lrs(stage: Stage, n_groups: int, prev: float, found: float | None) -> list[float]:
+    """Per-group LRs of a stage: spread (slice) then zeroed below ``freeze_to``."""
+    if isinstance(stage.lr, (list, tuple)):
+        lrs = spread_lrs([eval_lr(v, prev, found) for v in stage.lr], n_groups)
+    else:
+        lrs = spread_lrs(eval_lr(stage.lr, prev, found), n_groups)
+    first = stage.freeze_to if stage.freeze_to >= 0 else max(0, n_groups + stage.freeze_to)
+    return [0.0 if i < first else v for i, v in enumerate(lrs)]
+
+
+class Stages(pl.Callback):
+    """Runs a list of :class:`Stage` in order; ``trainer.max_epochs`` follows their total.
+
+    Resumable: the current stage, the LRs chosen so far and whether the stage has started are in
+    :meth:`state_dict`; the one-cycle scheduler's own state is in the checkpoint, so ``--ckpt_path``
+    continues mid-stage exactly.
+    """
+
+    def __init__(self, stages: list[Stage], find_steps: int = 60, min_lr: float = 1e-6, max_lr: float = 1.0):
+        self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in stages]
+        if not self.stages:
+            raise ValueError("Stages needs at least one stage")
+        self.find_steps, self.min_lr, self.max_lr = find_steps, min_lr, max_lr
+        self.started = -1  # index of the last stage whose schedule was built
+        self.head_lrs: list[float] = []  # head LR of each started stage
+        self.found: list[float | None] = []
+
+    # -- bookkeeping ------------------------------------------------------------
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    def stage_at(self, epoch: int) -> int:
+        end = 0
+        for i, s in enumerate(self.stages):
+            end += s.epochs
+            if epoch < end:
+                return i
+        return len(self.stages) - 1
+
+    def first_epoch(self, k: int) -> int:
+        return sum(s.epochs for s in self.stages[:k])
+
+    def state_dict(self):
+        return {"started": self.started, "head_lrs": list(self.head_lrs), "found": list(self.found)}
+
+    def load_state_dict(self, state):
+        self.started = state["started"]
+        self.head_lrs = list(state["head_lrs"])
+        self.found = list(state["found"])
+
+    # -- data: size and batch size ---------------------------------------------------
+    def _apply_data(self, trainer, k: int) -> bool:
+        """Set stage k's size/batch size on the datamodule; True if the loaders must be rebuilt."""
+        dm, stage, changed = trainer.datamodule, self.stages[k], False
+        if stage.size is not None:
+            if not hasattr(dm, "set_size"):
+                raise ValueError(f"stage {k + 1} sets size {stage.size} but {type(dm).__name__} has no set_size()")
+            size = stage.size if isinstance(stage.size, int) else tuple(stage.size)
+            if getattr(dm, "size", None) != size:
+                dm.set_size(size)
+                changed = True
+        if stage.batch_size is not None and dm.batch_size != stage.batch_size:
+            dm.batch_size = stage.batch_size
+            changed = True
+        return changed
+
+    @staticmethod
+    def _rebuild_loaders(trainer) -> None:
+        """Make the fit loop build new train/val loaders at the next epoch (Lightning 2.6 loops)."""
+        trainer.fit_loop._combined_loader = None
+        trainer.fit_loop.epoch_loop.val_loop._combined_loader = None
+
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
+            trainer.fit_loop.max_epochs = self.total_epochs
+        self._apply_data(trainer, 0)  # before the first loaders are built
+
+    def on_train_start(self, trainer, pl_module):
+        # after a resume the loops know the epoch only now: put that stage's data settings back
+        if self._apply_data(trainer, self.stage_at(trainer.current_epoch)):
+            self._rebuild_loaders(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        k, epoch = self.stage_at(trainer.current_epoch), trainer.current_epoch
+        if epoch + 1 == self.first_epoch(k) + self.stages[k].epochs:  # last epoch of stage k
+            name = self.stages[k].name or f"stage-{k + 1}"
+            trainer.save_checkpoint(str(run_dir(trainer) / "checkpoints" / f"{name}.ckpt"))  # every rank; rank 0 writes
+            if k + 1 < len(self.stages) and self._apply_data(trainer, k + 1):
+                self._rebuild_loaders(trainer)
+
+    # -- optimisation: LRs and one-cycle per stage -------------------------------------
+    def on_train_epoch_start(self, trainer, pl_module):
+        k = self.stage_at(trainer.current_epoch)
+        size = getattr(trainer.datamodule, "size", None)
+        if size is not None:  # the current input size (progressive resizing), on the dashboards
+            h = size if isinstance(size, int) else size[0]
+            pl_module.log("data/size", float(h), on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log("data/stage", float(k + 1), on_step=False, on_epoch=True)
+        if k <= self.started:
+            return  # running (or resumed mid-) stage: its scheduler is already in place
+        stage = self.stages[k]
+        opt = trainer.optimizers[0]
+        n_groups = len(opt.param_groups)
+        prev = self.head_lrs[-1] if self.head_lrs else float(pl_module.lr)
+        found = None
+        if needs_find(stage.lr):
+            found = self._find(trainer, pl_module, stage, k, n_groups, prev)
+        lrs = stage_lrs(stage, n_groups, prev, found)
+        steps = stage.epochs * max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+        sched = one_cycle(opt, lrs, steps, getattr(pl_module, "pct_start", 0.25))
+        trainer.lr_scheduler_configs[0].scheduler = sched
+        self.started, self.head_lrs, self.found = k, [*self.head_lrs, lrs[-1]], [*self.found, found]
+        if trainer.is_global_zero:
+            print(f"[stages] {stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
+                  f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {trainer.datamodule.batch_size}", flush=True)
+
+    def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> float:
+        mults = [0.0 if v == 0 else 1.0 for v in stage_lrs(Stage(lr=1.0, freeze_to=stage.freeze_to), n_groups, 1.0, None)]
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(trainer.precision))
+        loader = trainer.datamodule.train_dataloader()
+        sugg, _, plot = find_lr(
+            pl_module, loader, run_dir(trainer), rule=stage.rule, name=f"lr_find-stage-{k + 1}",
+            min_lr=self.min_lr, max_lr=self.max_lr, num_steps=self.find_steps, group_mults=mults,
+            device=pl_module.device, autocast_dtype=dtype if pl_module.device.type == "cuda" else None,
+        )
+        if trainer.is_global_zero:
+            _log_plot(trainer, plot)
+        lr = sugg.lr
+        if lr is None:
+            print(f"[stages] stage {k + 1}: {sugg.reason}; keeping LR {prev:.2e}", flush=True)
+            lr = prev
+        elif trainer.is_global_zero:
+            print(f"[stages] stage {k + 1}: LR range test suggests {lr:.2e} ({stage.rule})", flush=True)
+        # every process must use the same LR under DDP
+        return float(trainer.strategy.broadcast(lr, src=0))
+
+
+def _log_plot(trainer, path: Path) -> None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=f"pictures/{path.stem}", images=[str(path)], step=trainer.global_step)
+
+
+__all__ = ["Stage", "Stages", "eval_lr", "stage_lrs"]
