@@ -2,8 +2,9 @@
 
 Rules (the lesson: "the steepest slope, not the bottom" before unfreezing, "the bottom / 10" after):
 
-* ``valley`` (fastai's default): the longest stretch over which the loss keeps falling; the LR
-  two thirds of the way down it (``(max_end - max_start) / 3 + half of that`` from its start).
+* ``valley`` (fastai's default): the longest stretch over which the loss keeps falling, searched
+  after the initial plateau; the LR half way down it (``(max_end - max_start) / 3 + half of
+  that`` from its start, as fastai).
 * ``steepest``: the most negative slope d(loss)/d(log lr) of the smoothed curve, skipping the
   first points (Lightning's rule, made robust by smoothing and the skip).
 * ``minimum``: the LR of the lowest smoothed loss, divided by 10.
@@ -89,25 +90,37 @@ def _prepare(rule: str, lrs, losses, beta: float):
     return lrs, sm, None
 
 
-def suggest_valley(lrs, losses, beta: float = 0.8) -> Suggestion:
-    """fastai's valley rule on the smoothed curve."""
+def suggest_valley(lrs, losses, beta: float = 0.8, plateau: float = 0.05) -> Suggestion:
+    """fastai's valley rule on the smoothed curve, ignoring the initial plateau.
+
+    Before the loss starts to fall, tiny noisy decreases along the flat start make fastai's
+    longest-decreasing stretch begin at the smallest LR, which pulls the suggestion far too low
+    once the smoothing has no lag; so the stretch is searched only from the last point still
+    within ``plateau`` (5%) of the total drop from the plateau to the minimum.
+    """
     lrs, sm, none = _prepare("valley", lrs, losses, beta)
     if none is not None:
         return none
-    n = len(sm)
+    bottom = int(np.argmin(sm))
+    top = float(sm[: bottom + 1].max())
+    level = float(sm[bottom]) + (1 - plateau) * (top - float(sm[bottom]))
+    above = np.flatnonzero(sm[: bottom + 1] >= level)
+    first = int(above[-1]) if above.size else 0
+    seg = sm[first:]
+    n = len(seg)
     lds = np.ones(n, int)
     max_start = max_end = 0
     for i in range(1, n):
         for j in range(i):
-            if sm[i] < sm[j] and lds[i] < lds[j] + 1:
+            if seg[i] < seg[j] and lds[i] < lds[j] + 1:
                 lds[i] = lds[j] + 1
             if lds[max_end] < lds[i]:
                 max_end, max_start = i, i - lds[i]
     if max_end - max_start < 2:
         return Suggestion("valley", None, None, "no suggestion: the loss never falls over a stretch of LRs")
     sections = (max_end - max_start) / 3
-    idx = max_start + int(sections) + int(sections / 2)
-    return Suggestion("valley", float(lrs[idx]), idx, f"valley from {lrs[max_start]:.2e} to {lrs[max_end]:.2e}")
+    idx = first + max_start + int(sections) + int(sections / 2)
+    return Suggestion("valley", float(lrs[idx]), idx, f"valley from {lrs[first + max_start]:.2e} to {lrs[first + max_end]:.2e}")
 
 
 def suggest_steepest(lrs, losses, beta: float = 0.8, skip_begin: int = 5, skip_end: int = 1) -> Suggestion:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -38,7 +36,7 @@ def test_rules_on_a_clean_curve():
     assert 3e-4 < s["steepest"].lr < 3e-3  # the steepest slope is at 1e-3
     assert 1e-4 < s["valley"].lr < 2e-2  # inside the falling stretch, before the bottom
     bottom = LRS[np.argmin(curve())]
-    assert math.isclose(s["minimum"].lr, bottom / 10, rel_tol=0.5)
+    assert bottom / 30 < s["minimum"].lr < bottom / 3  # a tenth of the bottom (smoothing moves it a little)
 
 
 def test_noisy_start_does_not_fool_steepest_or_valley():
