@@ -272,6 +272,9 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
+        # the model is built from the config and command line; --ckpt_path only brings weights and
+        # training state (Lightning's default would put the checkpoint's hparams over CLI options)
+        load_from_checkpoint_support=False,
         trainer_defaults={
             "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"offline": True}},
         },
