@@ -23,7 +23,7 @@ from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
-from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, Stages
+from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, SaveLast, Stages
 from callbacks.lr_finder import find_lr
 from callbacks.speed import auto_precision
 from datamodules.base import DataError
@@ -163,12 +163,17 @@ class KitCLI(LightningCLI):
         parser.add_argument("--runs_dir", type=str, default="runs", help="where run folders are made")
         parser.add_argument("--run_dir", type=str | None, default=None, help="use exactly this run folder (e.g. for torchrun/SLURM jobs)")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False})
+        # the best epoch(s) by the task's monitor; last.ckpt is written every epoch by SaveLast
+        parser.set_defaults({"checkpoint.save_last": False, "checkpoint.filename": "epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False})
         parser.add_lightning_class_args(Pictures, "pictures")
         parser.add_lightning_class_args(MemoryFormat, "memory")
         for source, targets in DATA_TO_MODEL.items():
             for target in targets:
                 parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """The model comes from the config and command line only; ``--ckpt_path`` brings the weights
+        and training state (Lightning would otherwise parse the checkpoint's hparams over the options)."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -213,6 +218,7 @@ class KitCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(OnExceptionCheckpoint(dirpath=str(self.run_dir / "checkpoints")))
+        trainer.callbacks.append(SaveLast(self.run_dir / "checkpoints" / "last.ckpt"))
         trainer.callbacks.append(PredictionWriter())
         trainer.callbacks.append(Recorder())
         return trainer
@@ -234,7 +240,7 @@ class KitCLI(LightningCLI):
             "epochs": self.trainer.current_epoch,
             "global_step": self.trainer.global_step,
             "best_checkpoint": getattr(ckpt, "best_model_path", None) or None,
-            "last_checkpoint": getattr(ckpt, "last_model_path", None) or None,
+            "last_checkpoint": next((str(c.path) for c in self.trainer.callbacks if isinstance(c, SaveLast) and c.path.is_file()), None),
             "run_dir": str(self.run_dir),
             "config": json.loads(json.dumps(cfg.as_dict(), default=str)),
             "versions": versions(),

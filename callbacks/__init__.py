@@ -2,8 +2,8 @@
 
 from .pictures import Pictures
 from .plots import Recorder
-from .predictions import PredictionWriter
+from .predictions import PredictionWriter, SaveLast
 from .speed import MemoryFormat
 from .stages import Stage, Stages
 
-__all__ = ["MemoryFormat", "Pictures", "PredictionWriter", "Recorder", "Stage", "Stages"]
+__all__ = ["MemoryFormat", "Pictures", "PredictionWriter", "Recorder", "SaveLast", "Stage", "Stages"]

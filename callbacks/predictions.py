@@ -1,4 +1,4 @@
-"""Writes ``predict`` outputs into the run folder through the task's ``write_predictions``."""
+"""Writing outputs: ``predict`` results through the task's ``write_predictions``, and ``last.ckpt``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,20 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from .pictures import run_dir
+
+
+class SaveLast(pl.Callback):
+    """Writes ``last.ckpt`` at the end of every training epoch (after its validation), whatever
+    the monitored metric did: ``--ckpt_path last`` then resumes from the newest weights."""
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.fast_dev_run and not trainer.sanity_checking:
+            trainer.save_checkpoint(str(self.path))  # every rank calls; rank 0 writes
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .normalize import Normalize
-from .weights import create_timm, mean_std
+from .weights import create_timm, mean_std, no_weights
 
 
 class TimmClassifier(nn.Module):
@@ -20,6 +20,7 @@ class TimmClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 1, backbone: str = "tf_efficientnet_lite0", weights: str | None = "imagenet", drop_rate: float = 0.2):
         super().__init__()
+        weights = None if no_weights(weights) else weights
         self.backbone_name, self.weights = backbone, weights
         self.normalize = Normalize(*mean_std(backbone, weights))
         self.model = create_timm(backbone, weights, num_classes=num_classes, drop_rate=drop_rate)

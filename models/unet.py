@@ -6,7 +6,7 @@ import segmentation_models_pytorch as smp
 from torch import nn
 
 from .normalize import Normalize
-from .weights import LITE0, WeightsUnavailableError, _hint, load_lite0, mean_std, timm_name
+from .weights import LITE0, WeightsUnavailableError, _hint, load_lite0, mean_std, no_weights, timm_name
 
 
 class UNet(nn.Module):
@@ -27,6 +27,7 @@ class UNet(nn.Module):
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     ):
         super().__init__()
+        weights = None if no_weights(weights) else weights
         self.encoder_name, self.weights = encoder, weights
         self.normalize = Normalize(*mean_std(encoder, weights))
         offline_lite0 = weights == "imagenet" and timm_name(encoder) == LITE0

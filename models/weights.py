@@ -35,6 +35,11 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for and none could be found or downloaded."""
 
 
+def no_weights(weights) -> bool:
+    """``None`` or its spellings from a command line (``null``, ``None``, ``none``, empty)."""
+    return weights is None or str(weights).strip().lower() in ("none", "null", "")
+
+
 def _hint(name: str) -> str:
     return (
         f"No pretrained weights for '{name}' could be loaded. Connect to the network once "
@@ -123,7 +128,7 @@ def create_timm(name: str, weights: str | None, **kwargs) -> nn.Module:
     """
     import timm
 
-    if weights is None:
+    if no_weights(weights):
         return timm.create_model(name, pretrained=False, **kwargs)
     if weights not in ("imagenet",) and not Path(weights).is_file():
         raise WeightsUnavailableError(f"weights '{weights}': not 'imagenet', null, or an existing state-dict file.")

@@ -72,6 +72,7 @@ def test_validate_test_predict_from_checkpoint(run_cli, tmp_path):
     _, run = run_cli(["--task", "camvid", "--trainer.max_epochs", "1", *common])
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and (run / "config.yaml").is_file()
+    assert json.loads((run / "metrics.json").read_text())["last_checkpoint"] == str(ckpt)
     fit_metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     _, vrun = run_cli(["validate", "--task", "camvid", "--ckpt_path", str(ckpt), *common])
     val = json.loads((vrun / "metrics.json").read_text())
@@ -111,6 +112,7 @@ def test_crash_keeps_weights_and_resume_with_ckpt_path_last(run_cli, tmp_path):
     _, run = run_cli([*common, "--ckpt_path", "last"])
     m = json.loads((run / "metrics.json").read_text())
     assert m["epochs"] == 2 and m["global_step"] == 4  # continued from step 3, not from scratch
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
 
 
 def test_bad_ckpt_path(run_cli):
