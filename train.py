@@ -287,11 +287,25 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
     )
 
 
+def _user_error(e: BaseException) -> BaseException | None:
+    """The DataError / WeightsUnavailableError behind an exception (jsonargparse wraps them)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (DataError, WeightsUnavailableError)):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def main() -> None:
     try:
         cli_main()
-    except (DataError, WeightsUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        user = _user_error(e)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

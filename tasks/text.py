@@ -1,0 +1,340 @@
+"""Text tasks (IMDB): sentiment classification and masked-language-model fine-tuning.
+
+Stage 1, :class:`MaskedLMTask`, fine-tunes the backbone on review texts and writes the
+encoder to ``<run>/encoder/`` when fit ends. Stage 2, :class:`TextClassificationTask`,
+starts from that folder (or any Lightning checkpoint of either stage) given as
+``--model.init_args.encoder_ckpt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.text import Perplexity
+
+from .base import BaseTask
+from .pictures import pyplot
+
+PREDICTIONS = "predictions.csv"
+
+
+# -- helpers -------------------------------------------------------------------
+def text_figure(blocks: list[tuple[str, str]], title: str = "", width: int = 110, max_lines: int = 6):
+    """A matplotlib figure listing (heading, text) blocks, the text wrapped to ``width`` characters."""
+    plt = pyplot()
+    lines: list[tuple[str, bool]] = []
+    for head, body in blocks:
+        lines.append((head, True))
+        wrapped = textwrap.wrap(body, width) or [""]
+        if len(wrapped) > max_lines:
+            wrapped = wrapped[:max_lines]
+            wrapped[-1] += " ..."
+        lines += [(w, False) for w in wrapped] + [("", False)]
+    if not blocks:
+        lines = [("(nothing to show)", False)]
+    n = len(lines) + (2 if title else 0)
+    fig = plt.figure(figsize=(width * 0.085, 0.22 * n + 0.3))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    y, step = 1 - 0.1 / n, 1 / n
+    if title:
+        ax.text(0.01, y, title, fontsize=11, fontweight="bold", va="top", family="monospace")
+        y -= 2 * step
+    for text, bold in lines:
+        ax.text(0.01, y, text, fontsize=9, va="top", family="monospace", fontweight="bold" if bold else "normal")
+        y -= step
+    return fig
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub markdown table (pipes and newlines in cells escaped)."""
+
+    def cell(v: Any) -> str:
+        s = f"{v:.4f}" if isinstance(v, float) else str(v)
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(rows) + "\n"
+
+
+def mask_tokens(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor, mask_id: int, vocab_size: int,
+    p: float = 0.15, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: ``p`` of the real tokens become targets; of those 80% ``[MASK]``, 10% random, 10% kept.
+
+    Returns (masked ids, labels with -100 where nothing is predicted); at least one target per batch.
+    """
+    dev = input_ids.device
+    candidates = attention_mask.bool() & ~torch.isin(input_ids, special_ids.to(dev))
+    r = torch.rand(input_ids.shape, generator=generator, device=dev)
+    chosen = (r < p) & candidates
+    if not chosen.any() and candidates.any():
+        flat = torch.where(candidates, r, torch.full_like(r, 2.0)).argmin()
+        chosen.view(-1)[flat] = True
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    how = torch.rand(input_ids.shape, generator=generator, device=dev)
+    masked = input_ids.clone()
+    masked[chosen & (how < 0.8)] = mask_id
+    rand = chosen & (how >= 0.8) & (how < 0.9)
+    masked[rand] = torch.randint(vocab_size, input_ids.shape, generator=generator, device=dev)[rand]
+    return masked, labels
+
+
+def decode(tokenizer, ids: torch.Tensor, attention_mask: torch.Tensor | None = None, marks: dict[int, str] | None = None) -> str:
+    """Token ids as text (special tokens shown), ``marks`` replacing the tokens at given positions."""
+    ids = ids[attention_mask.bool()] if attention_mask is not None else ids
+    tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+    for pos, s in (marks or {}).items():
+        tokens[pos] = s
+    try:
+        return tokenizer.convert_tokens_to_string(tokens)
+    except Exception:  # noqa: BLE001 - display only
+        return " ".join(tokens)
+
+
+class _TextTask(BaseTask):
+    """Takes ``input_ids`` and ``attention_mask`` batches (``datamodules.imdb``).
+
+    While every layer group but the head has learning rate 0 (a frozen stage of
+    ``callbacks.Stages``) the encoder runs without gradients: the same updates, a third of the
+    work (single process only; DDP needs every parameter's gradient).
+    """
+
+    _frozen = False
+
+    def encoder_frozen(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size > 1 or not trainer.optimizers:
+            return False
+        groups = trainer.optimizers[0].param_groups
+        return len(groups) > 1 and all(g["lr"] == 0 for g in groups[:-1])
+
+    def training_step(self, batch, batch_idx):
+        self._frozen = self.encoder_frozen()
+        try:
+            return self._shared_step(batch, "train")
+        finally:
+            self._frozen = False
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.net(input_ids, attention_mask, frozen_encoder=self._frozen)
+
+    @property
+    def tokenizer(self):
+        return self.net.tokenizer
+
+
+# -- stage 2: the classifier -----------------------------------------------------------
+class TextClassificationTask(_TextTask):
+    """Sentiment (or any) classification of token sequences with cross-entropy and accuracy.
+
+    After each validation epoch the most confidently wrong reviews are written to
+    ``<run>/pictures/most_wrong.csv`` and ``.md`` and logged as a W&B table; the
+    ``show_results`` picture renders the same table.
+
+    Args:
+        net: e.g. :class:`models.text.TransformerClassifier`.
+        num_classes: classes (linked from the datamodule).
+        class_names: their names (linked from the datamodule).
+        encoder_ckpt: stage 1's ``<run>/encoder`` folder, or a Lightning checkpoint of either
+            stage, to initialise the encoder from (default: the pretrained backbone).
+        n_wrong: rows in the most-confidently-wrong table (0: none).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        encoder_ckpt: str | None = None,
+        n_wrong: int = 10,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-2,
+        pct_start: float = 0.25,
+    ):
+        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+        if encoder_ckpt:
+            net.load_encoder(encoder_ckpt)
+        self.num_classes, self.n_wrong = num_classes, n_wrong
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self._val_rows: list[tuple] = []
+        self.save_hyperparameters(ignore=["net"])
+        self.init_metrics()
+
+    def make_metrics(self):
+        return MetricCollection({"acc": MulticlassAccuracy(num_classes=self.num_classes, average="micro")})
+
+    def _shared_step(self, batch, stage, keep_example=False):
+        if "label" not in batch:
+            raise ValueError("This batch has no labels; classification needs labelled reviews (is the datamodule in lm mode?).")
+        y = batch["label"]
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = F.cross_entropy(logits, y)
+        self.stage_metrics(stage).update(logits.argmax(1), y)
+        self.log_stage(stage, loss, y.shape[0])
+        if stage == "val":
+            self._val_rows.append((list(batch["name"]), list(batch["excerpt"]), y.cpu(), logits.detach().float().softmax(-1).cpu()))
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._val_rows = []
+        self.example = {"rows": self._val_rows}  # filled during the epoch, read by the Pictures callback
+
+    def most_wrong(self, rows: list[tuple], k: int) -> pd.DataFrame:
+        """The ``k`` wrong predictions with the highest predicted probability."""
+        out = []
+        for names, excerpts, y, probs in rows:
+            conf, pred = probs.max(-1)
+            for name, ex, t, p, c in zip(names, excerpts, y.tolist(), pred.tolist(), conf.tolist()):
+                if p != t:
+                    out.append({"review": name, "truth": self.class_names[t], "prediction": self.class_names[p], "probability": round(c, 4), "excerpt": ex})
+        out.sort(key=lambda r: -r["probability"])
+        return pd.DataFrame(out[:k], columns=["review", "truth", "prediction", "probability", "excerpt"])
+
+    def on_validation_epoch_end(self):
+        trainer = self.trainer
+        if trainer.sanity_checking or not self.n_wrong or not trainer.is_global_zero:
+            return
+        df = self.most_wrong(self._val_rows, self.n_wrong)
+        folder = Path(trainer.default_root_dir) / "pictures"
+        folder.mkdir(parents=True, exist_ok=True)
+        df.to_csv(folder / "most_wrong.csv", index=False)
+        (folder / "most_wrong.md").write_text(f"# Most confidently wrong (epoch {self.current_epoch})\n\n" + markdown_table(df))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and len(df):
+                logger.log_table(key="pictures/most_wrong", dataframe=df, step=trainer.global_step)
+
+    # -- prediction ------------------------------------------------------------------
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        probs = self(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
+        conf, pred = probs.max(-1)
+        return [
+            {"index": int(i), "review": name, "label": self.class_names[p], "probability": round(c, 4)}
+            for i, name, p, c in zip(batch["index"].tolist(), batch["name"], pred.tolist(), conf.tolist())
+        ]
+
+    def on_predict_start(self):
+        if self.trainer.is_global_zero:
+            (Path(self.trainer.default_root_dir) / "predictions" / PREDICTIONS).unlink(missing_ok=True)
+
+    def write_predictions(self, predictions: list[dict], folder: Path) -> None:
+        """Append rows to ``predictions.csv`` (``index, review, label, probability``; header once)."""
+        path = folder / PREDICTIONS
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["index", "review", "label", "probability"])
+            if new:
+                w.writeheader()
+            w.writerows(predictions)
+
+    def on_predict_end(self):
+        """Put ``predictions.csv`` back in input order (batches come longest first)."""
+        path = Path(self.trainer.default_root_dir) / "predictions" / PREDICTIONS
+        if self.trainer.is_global_zero and path.is_file():
+            df = pd.read_csv(path, dtype={"review": str}, keep_default_na=False).sort_values("index")
+            df.drop(columns="index").to_csv(path, index=False)
+
+    # -- pictures --------------------------------------------------------------------
+    def show_batch(self, batch, n=8):
+        n = min(n, batch["input_ids"].shape[0])
+        blocks = []
+        for i in range(n):
+            label = self.class_names[int(batch["label"][i])] if "label" in batch else "?"
+            blocks.append((f"{batch['name'][i]}: {label}", decode(self.tokenizer, batch["input_ids"][i], batch["attention_mask"][i])))
+        return text_figure(blocks, "Training batch as the model sees it")
+
+    def show_results(self, example, n=8):
+        df = self.most_wrong(example["rows"], n)
+        blocks = [(f"{r.review}: truth {r.truth}, predicted {r.prediction} ({r.probability:.3f})", r.excerpt) for r in df.itertuples()]
+        return text_figure(blocks, "Most confidently wrong (validation)")
+
+
+# -- stage 1: the masked language model -------------------------------------------------
+class MaskedLMTask(_TextTask):
+    """Masked-language-model fine-tuning on review texts (labels unused).
+
+    Logs the loss, perplexity and accuracy at the masked positions; validation masks are
+    the same every epoch (seeded by the batch). When fit ends, the encoder and tokenizer are
+    saved to ``<run>/encoder/`` for ``--model.init_args.encoder_ckpt`` of the classifier.
+
+    Args:
+        net: e.g. :class:`models.text.TransformerMLM`.
+        mlm_probability: share of the tokens that are predicted.
+        save_encoder: write ``<run>/encoder/`` at the end of fit.
+    """
+
+    def __init__(self, net: nn.Module, mlm_probability: float = 0.15, save_encoder: bool = True, lr: float = 1e-4, weight_decay: float = 1e-2, pct_start: float = 0.25):
+        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+        if not 0 < mlm_probability < 1:
+            raise ValueError(f"mlm_probability {mlm_probability}: must be in (0, 1).")
+        self.mlm_probability, self.save_encoder = mlm_probability, save_encoder
+        self.register_buffer("special_ids", torch.tensor(sorted(set(net.tokenizer.all_special_ids)), dtype=torch.long), persistent=False)
+        self.save_hyperparameters(ignore=["net"])
+        self.init_metrics()
+
+    def make_metrics(self):
+        return MetricCollection({"perplexity": Perplexity(ignore_index=-100), "acc": MulticlassAccuracy(num_classes=self.net.vocab_size, average="micro")})
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        return self.net(input_ids, attention_mask, labels, frozen_encoder=self._frozen)
+
+    def mask(self, batch, seeded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["input_ids"]
+        gen = None
+        if seeded:
+            gen = torch.Generator(device=ids.device).manual_seed(int(ids.sum()) * 31 + ids.numel())
+        return mask_tokens(ids, batch["attention_mask"], self.special_ids, self.tokenizer.mask_token_id, self.net.vocab_size, self.mlm_probability, gen)
+
+    def _shared_step(self, batch, stage, keep_example=False):
+        masked, labels = self.mask(batch, seeded=stage != "train")
+        logits = self(masked, batch["attention_mask"], labels)
+        target = labels[labels != -100]
+        loss = F.cross_entropy(logits.float(), target)
+        metrics = self.stage_metrics(stage)
+        metrics["perplexity"].update(logits.detach().float()[None], target[None])
+        metrics["acc"].update(logits.detach().argmax(-1), target)
+        self.log_stage(stage, loss, batch["input_ids"].shape[0])
+        if keep_example:
+            pred = torch.full_like(labels, -100)
+            pred[labels != -100] = logits.detach().argmax(-1)
+            self.example = {"input_ids": masked[:8].cpu(), "attention_mask": batch["attention_mask"][:8].cpu(), "labels": labels[:8].cpu(), "pred": pred[:8].cpu()}
+        return loss
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        raise RuntimeError("The masked LM makes no predictions to write; predict with the classifier (--task imdb).")
+
+    def on_fit_end(self):
+        if self.save_encoder and self.trainer.is_global_zero:
+            folder = self.net.save_encoder(Path(self.trainer.default_root_dir) / "encoder")
+            print(f"Encoder saved: {folder} (stage 2: --model.init_args.encoder_ckpt {folder})", flush=True)
+
+    # -- pictures --------------------------------------------------------------------
+    def show_batch(self, batch, n=8):
+        masked, _ = self.mask(batch, seeded=True)
+        n = min(n, masked.shape[0])
+        blocks = [(str(batch["name"][i]), decode(self.tokenizer, masked[i], batch["attention_mask"][i])) for i in range(n)]
+        return text_figure(blocks, f"Training batch with {self.mlm_probability:.0%} of the tokens to predict")
+
+    def show_results(self, example, n=8):
+        tok = self.tokenizer
+        blocks = []
+        for i in range(min(n, example["input_ids"].shape[0])):
+            keep = example["attention_mask"][i].bool()
+            labels, pred = example["labels"][i][keep], example["pred"][i][keep]
+            pos = (labels != -100).nonzero().flatten().tolist()
+            marks = {p: "[" + tok.convert_ids_to_tokens(int(labels[p])) + "->" + tok.convert_ids_to_tokens(int(pred[p])) + "]" for p in pos}
+            right = sum(int(labels[p] == pred[p]) for p in pos)
+            blocks.append((f"{right}/{len(pos)} masked tokens right", decode(tok, example["input_ids"][i], example["attention_mask"][i], marks)))
+        return text_figure(blocks, "Validation: [truth->prediction] at the masked tokens")
