@@ -40,9 +40,11 @@ class Recorder(pl.Callback):
         self.moms.append(float(g["betas"][0] if "betas" in g else g.get("momentum", 0.0)))
         self.losses.append(float(loss.detach()))
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_train_epoch_end(self, trainer, pl_module):
+        # read after Lightning has reduced the epoch's metrics on every process (reading
+        # callback_metrics earlier, in a validation hook, desynchronises DDP's collectives)
         v = trainer.callback_metrics.get("val/loss")
-        if v is not None and not trainer.sanity_checking:
+        if v is not None:
             self.val.append((trainer.global_step, float(v)))
 
     def on_fit_end(self, trainer, pl_module):

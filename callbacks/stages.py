@@ -171,10 +171,13 @@ class Stages(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         k = self.stage_at(trainer.current_epoch)
         size = getattr(trainer.datamodule, "size", None)
-        if size is not None:  # the current input size (progressive resizing), on the dashboards
+        if size is not None and trainer.is_global_zero:
+            # the current input size on the dashboards; straight to the loggers, not self.log:
+            # an epoch-level self.log from this hook desynchronised DDP's metric reduction with
+            # the progress bar on (seen with 2 CPU processes)
             h = size if isinstance(size, int) else size[0]
-            pl_module.log("data/size", float(h), on_step=False, on_epoch=True, sync_dist=False)
-        pl_module.log("data/stage", float(k + 1), on_step=False, on_epoch=True)
+            for lg in trainer.loggers:
+                lg.log_metrics({"data/size": float(h), "data/stage": float(k + 1)}, step=trainer.global_step)
         if k <= self.started:
             return  # running (or resumed mid-) stage: its scheduler is already in place
         stage = self.stages[k]

@@ -157,9 +157,12 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         sys.executable, "train.py", "--task", "camvid", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
         "--trainer.strategy", "ddp", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "2", "--trainer.logger", "false", "--data.init_args.num_workers", "0",
+        # known bug: with the rich progress bar on, 2-process CPU DDP hangs at the first epoch end
+        # (rank 0's bar reduces epoch metrics in another order than rank 1); see the issue note
+        "--trainer.enable_progress_bar", "false",
         "--runs_dir", str(tmp_path / "runs"),
     ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = list((tmp_path / "runs" / "camvid").iterdir())
     assert len(runs) == 1  # both processes share rank 0's run folder

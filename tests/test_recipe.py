@@ -302,7 +302,7 @@ def test_staged_recipe_through_cli_writes_plots(run_cli):
         f"--trainer.callbacks.init_args.stages={stages}", "--trainer.callbacks.init_args.find_steps", "15",
     ])
     m = json.loads((run / "metrics.json").read_text())
-    assert m["epochs"] == 2 and m["metrics"]["data/size"] == 64
+    assert m["epochs"] == 2 and tuple(cli.datamodule.size) == (64, 96)
     for name in ("plot_lr", "plot_losses", "lr_find-stage-1", "show_results"):
         assert (run / "pictures" / f"{name}.png").stat().st_size > 1000, name
     assert (run / "checkpoints" / "stage-1.ckpt").is_file() and (run / "checkpoints" / "stage-2.ckpt").is_file()
