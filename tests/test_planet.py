@@ -385,4 +385,3 @@ def test_resnet50_config_uses_the_lesson_stages(run_cli, tmp_path):
     stages = next(c for c in cli.trainer.callbacks if type(c).__name__ == "Stages")
     assert [s.epochs for s in stages.stages] == [5, 5, 5, 5] and [s.freeze_to for s in stages.stages] == [-1, 0, -1, 0]
     assert cli.datamodule.size == (128, 128) and cli.model.net.backbone_name == "resnet50"
-    assert json.loads((run_dir / "metrics.json").read_text())["metrics"]["data/size"] == 128
