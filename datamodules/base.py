@@ -69,6 +69,15 @@ def read_rgb(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:
         raise DataError(f"{path}: unreadable image ({e}).") from e
 
 
+def parse_size(size, minimum: int = 1, multiple: int = 1, hint: str = "") -> tuple[int, int]:
+    """``--data.size`` as (height, width): one number or two, each >= ``minimum`` and a multiple of ``multiple``."""
+    hw = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+    if len(hw) != 2 or any(s < minimum or s % multiple for s in hw):
+        rule = f"at least {minimum}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        raise DataError(f"--data.size {list(hw)}: give one side or [height, width], each {rule}{hint}.")
+    return hw
+
+
 def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded random split: (train indices, valid indices); fastai's ``random_split_by_pct``."""
     if not 0 <= valid_pct < 1:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .base import BaseDataModule, DataError, read_rgb, require_dir
+from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir
 from .biwi_sample import write_biwi_sample
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -178,10 +178,7 @@ class BiwiDataModule(BaseDataModule):
 
     @staticmethod
     def check_size(size) -> tuple[int, int]:
-        size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
-        if len(size) != 2 or any(s < 32 for s in size):
-            raise DataError(f"--data.size {list(size)}: give [height, width], each at least 32 (lesson: [120, 160]).")
-        return size
+        return parse_size(size, 32, hint=" (lesson: [120, 160])")
 
     def write_sample(self, folder: Path) -> None:
         write_biwi_sample(folder)

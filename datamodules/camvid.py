@@ -11,7 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .base import BaseDataModule, DataError, read_rgb, require_dir, split_indices
+from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir, split_indices
 from .camvid_sample import write_camvid_sample
 
 SEGNET_CLASSES = [
@@ -114,10 +114,7 @@ class CamVidDataModule(BaseDataModule):
 
     @staticmethod
     def check_size(size) -> tuple[int, int]:
-        size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
-        if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
-            raise DataError(f"--data.size {list(size)}: height and width must be positive multiples of 32 for the U-Net (e.g. [96, 128], [352, 480], [704, 960]).")
-        return size
+        return parse_size(size, 32, 32, " for the U-Net (e.g. [96, 128], [352, 480], [704, 960])")
 
     def write_sample(self, folder: Path) -> None:
         write_camvid_sample(folder)

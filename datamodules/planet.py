@@ -24,7 +24,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
-from .base import BaseDataModule, DataError, read_rgb, require_dir, split_indices
+from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir, split_indices
 from .planet_sample import write_planet_sample
 
 PLANET_TAGS = [
@@ -166,10 +166,7 @@ class PlanetDataModule(BaseDataModule):
 
     @staticmethod
     def check_size(size) -> tuple[int, int]:
-        size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
-        if len(size) != 2 or any(s < 16 for s in size):
-            raise DataError(f"--data.init_args.size {list(size)}: give one side or [height, width], each at least 16 pixels.")
-        return size
+        return parse_size(size, 16)
 
     def write_sample(self, folder: Path) -> None:
         write_planet_sample(folder)

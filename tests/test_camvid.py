@@ -183,5 +183,5 @@ def test_valid_txt_names_unknown_file(tmp_path):
 
 @pytest.mark.parametrize("size", [(100, 128), (96, 0), (96, 130)])
 def test_size_not_multiple_of_32(size):
-    with pytest.raises(DataError, match=r"--data.size .*multiples of 32"):
+    with pytest.raises(DataError, match=r"--data.size .*multiple of 32"):
         CamVidDataModule(size=size)
