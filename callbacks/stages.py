@@ -18,6 +18,7 @@ import torch
 
 from .lr_finder import find_lr
 from .pictures import run_dir
+from .predictions import save_checkpoint
 from .schedule import one_cycle, spread_lrs
 
 LRValue = float | str
@@ -163,7 +164,7 @@ class Stages(pl.Callback):
         k, epoch = self.stage_at(trainer.current_epoch), trainer.current_epoch
         if epoch + 1 == self.first_epoch(k) + self.stages[k].epochs:  # last epoch of stage k
             name = self.stages[k].name or f"stage-{k + 1}"
-            trainer.save_checkpoint(str(run_dir(trainer) / "checkpoints" / f"{name}.ckpt"))  # every rank; rank 0 writes
+            save_checkpoint(trainer, run_dir(trainer) / "checkpoints" / f"{name}.ckpt")
             if k + 1 < len(self.stages) and self._apply_data(trainer, k + 1):
                 self._rebuild_loaders(trainer)
 
