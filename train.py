@@ -28,6 +28,7 @@ from callbacks.lr_finder import find_lr
 from callbacks.speed import auto_precision
 from datamodules.base import DataError
 from models.weights import WeightsUnavailableError
+from serving.bundle import is_bundle
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 VERSIONED = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "segmentation-models-pytorch", "timm", "albumentations", "transformers", "wandb")
@@ -154,6 +155,28 @@ class KitTrainer(Trainer):
                 logger.experiment.summary["lr_find/suggestion"] = sugg.lr
         return sugg.lr
 
+    def export(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None, out: str | None = None) -> str:
+        """Write a self-contained inference bundle for ``python serve.py`` (see ``serving/bundle.py``).
+
+        Args:
+            ckpt_path: the trained weights: a checkpoint (e.g. ``runs/<task>/<time>/checkpoints/last.ckpt``) or a bundle.
+            out: the bundle folder (default: ``<run folder>/bundle``).
+        """
+        from serving.bundle import BundleError, export_bundle, load_weights, trained_input_size
+
+        if ckpt_path is None:
+            raise SystemExit("error: export needs --ckpt_path: a checkpoint such as runs/<task>/<time>/checkpoints/last.ckpt, or a bundle.")
+        # the size training ended at: from the checkpoint's run config, else this command's stages/data
+        stages = [s.size for c in self.callbacks if isinstance(c, Stages) for s in c.stages if s.size is not None]
+        size = trained_input_size(ckpt_path) or (stages[-1] if stages else getattr(datamodule, "size", None))
+        try:
+            load_weights(model, ckpt_path)
+            path = export_bundle(model, out or Path(self.default_root_dir) / "bundle", size, name=Path(self.default_root_dir).parent.name, source=str(ckpt_path))
+        except BundleError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(f"Bundle: {path}  (serve it: python serve.py {path})", flush=True)
+        return str(path)
+
 
 class KitCLI(LightningCLI):
     """LightningCLI with the run folder, data-to-model links, pictures and ``metrics.json``."""
@@ -177,7 +200,7 @@ class KitCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}, "export": {"model", "datamodule"}}
 
     def before_instantiate_classes(self):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -195,9 +218,32 @@ class KitCLI(LightningCLI):
             logger.init_args.project = logger.init_args.get("project") or f"lesson3-{name}"
         if self.subcommand in ("fit", None) and cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = self._find_last(cfg.runs_dir, name)
-        if cfg.get("ckpt_path") not in (None, "last", "best") and not Path(cfg.ckpt_path).is_file():
+        self.init_weights = self._weights_only(cfg)
+        if cfg.get("ckpt_path") not in (None, "last", "best") and not Path(cfg.ckpt_path).is_file() and not is_bundle(cfg.ckpt_path):
             raise SystemExit(f"error: --ckpt_path {cfg.ckpt_path}: no such checkpoint file.")
         self._print(f"Run folder: {self.run_dir}")
+
+    def _weights_only(self, cfg) -> str | None:
+        """A bundle as ``--ckpt_path``, or any checkpoint when fine-tuning on ``--data.feedback``, brings
+        the weights only (a new schedule): taken out of ``ckpt_path`` and loaded after instantiation."""
+        ckpt = cfg.get("ckpt_path")
+        if ckpt in (None, "last", "best") or self.subcommand == "export":
+            return None
+        feedback = self.subcommand in ("fit", None) and (cfg.data.get("init_args") or {}).get("feedback")
+        if is_bundle(ckpt) or (feedback and Path(ckpt).is_file()):
+            cfg.ckpt_path = None
+            return ckpt
+        return None
+
+    def instantiate_classes(self):
+        super().instantiate_classes()
+        if getattr(self, "init_weights", None):
+            from serving.bundle import BundleError, load_weights
+
+            try:
+                self._print(f"Weights only from {load_weights(self.model, self.init_weights)}")
+            except BundleError as e:
+                raise SystemExit(f"error: {e}") from None
 
     @staticmethod
     def _default_name(cfg) -> str:

@@ -102,17 +102,32 @@ class BaseDataModule(pl.LightningDataModule):
         batch_size: samples per batch.
         num_workers: loader processes; ``None`` follows the machine (cores - 1, at most 4).
         seed: seed of the random validation split (where the layout has none).
+        feedback: a feedback store written by ``serve.py`` (its folder or ``feedback.db``): the
+            corrected examples join the training split (fine-tuning on the model's mistakes).
     """
 
     sample_name: str = ""
+    feedback_task: str = ""  # the serving bundle task type whose corrections this data takes
 
-    def __init__(self, root: str | None = None, batch_size: int = 8, num_workers: int | None = None, seed: int = 42):
+    def __init__(self, root: str | None = None, batch_size: int = 8, num_workers: int | None = None, seed: int = 42, feedback: str | None = None):
         super().__init__()
         self.root = root
         self.batch_size = batch_size
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.seed = seed
+        self.feedback = feedback
         self.datasets: dict[str, Dataset] = {}
+
+    def feedback_examples(self, classes: list[str] | None = None) -> list:
+        """The corrections in ``--data.feedback`` (``serving.feedback.Example``), [] without one."""
+        if not self.feedback:
+            return []
+        from serving.feedback import FeedbackError, read_feedback
+
+        try:
+            return read_feedback(self.feedback, self.feedback_task, classes)
+        except FeedbackError as e:
+            raise DataError(f"--data.feedback: {e}") from e
 
     # -- where the data is -------------------------------------------------
     def write_sample(self, folder: Path) -> None:  # pragma: no cover - abstract

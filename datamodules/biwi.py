@@ -149,9 +149,11 @@ class BiwiDataModule(BaseDataModule):
             matched to folder names, so ``[1]`` (how YAML reads ``[01]``) means ``01``.
         augment: flips, small rotation and zoom, and lighting on the training split.
         predict_dir: folder of images for ``predict``.
+        feedback: ``serve.py``'s feedback store: images with corrected points join the training split.
     """
 
     sample_name = "biwi"
+    feedback_task = "point"
 
     def __init__(
         self,
@@ -163,8 +165,9 @@ class BiwiDataModule(BaseDataModule):
         seed: int = 42,
         augment: bool = True,
         predict_dir: str | None = None,
+        feedback: str | None = None,
     ):
-        super().__init__(root, batch_size, num_workers, seed)
+        super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
         self.valid_persons = self.person_names(valid_persons)
         self.augment, self.predict_dir = augment, predict_dir
@@ -265,6 +268,8 @@ class BiwiDataModule(BaseDataModule):
         root = self.root_path
         stages = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("valid",), "predict": ("valid",)}.get(stage, ("train", "valid"))
         items = {s: [it for p in split[s] for it in self.frames(root / p)] for s in stages}
+        if "train" in items:  # corrections from serve.py: the point in the uploaded image's pixels
+            items["train"] += [(ex.input, f"feedback/{ex.id}", (float(ex.correction["x"]), float(ex.correction["y"]))) for ex in self.feedback_examples()]
         for s, its in items.items():
             if not its:
                 raise DataError(f"{root}: the '{s}' persons {split[s]} hold no frames.")

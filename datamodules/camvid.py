@@ -90,9 +90,11 @@ class CamVidDataModule(BaseDataModule):
         augment: flips, small affine, lighting on the training split.
         predict_dir: folder of images for ``predict`` (default: the validation images).
         void_class: name of the class ignored by loss and metrics (``Void``/``Unlabelled``).
+        feedback: ``serve.py``'s feedback store: corrected masks join the training split.
     """
 
     sample_name = "camvid"
+    feedback_task = "segmentation"
 
     def __init__(
         self,
@@ -105,8 +107,9 @@ class CamVidDataModule(BaseDataModule):
         augment: bool = True,
         predict_dir: str | None = None,
         void_class: str | None = None,
+        feedback: str | None = None,
     ):
-        super().__init__(root, batch_size, num_workers, seed)
+        super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
         self.valid_pct, self.augment, self.predict_dir = valid_pct, augment, predict_dir
         self._void_class = void_class
@@ -222,6 +225,8 @@ class CamVidDataModule(BaseDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         items = self._items()
+        if stage in (None, "fit"):  # corrections from serve.py: (image, corrected mask) pairs
+            items["train"] = items["train"] + [(ex.input, ex.file("mask")) for ex in self.feedback_examples(self.classes)]
         needed = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": []}.get(stage, ["train", "valid"])
         for s in needed:
             if not items[s]:

@@ -288,9 +288,11 @@ class IMDBDataModule(BaseDataModule):
         predict_path: a CSV with a ``text`` column, a folder of ``.txt`` reviews (searched
             recursively) or one ``.txt`` file; default: the validation split.
         include_unsup: ``lm`` mode: use aclImdb's ``train/unsup`` texts too.
+        feedback: ``serve.py``'s feedback store: reviews with corrected labels join the training split.
     """
 
     sample_name = "imdb"
+    feedback_task = "text"
 
     def __init__(
         self,
@@ -304,8 +306,9 @@ class IMDBDataModule(BaseDataModule):
         seed: int = 42,
         predict_path: str | None = None,
         include_unsup: bool = True,
+        feedback: str | None = None,
     ):
-        super().__init__(root, batch_size, num_workers, seed)
+        super().__init__(root, batch_size, num_workers, seed, feedback)
         if max_length < 8:
             raise DataError(f"--data.max_length {max_length}: too short (at least 8 tokens).")
         self.backbone, self.size, self.lm = backbone, int(max_length), lm
@@ -416,6 +419,15 @@ class IMDBDataModule(BaseDataModule):
             return Reviews([read_txt(path)], [-1], [path.name])
         raise DataError(f"{path}: --data.predict_path must be a .csv with a 'text' column, a .txt file or a folder of .txt files.")
 
+    def _feedback_reviews(self) -> Reviews:
+        """serve.py's corrections as labelled reviews (unlabelled in ``lm`` mode)."""
+        examples = self.feedback_examples(self.classes)
+        bad = [ex.id for ex in examples if ex.correction.get("label") not in CLASSES]
+        if bad:
+            raise DataError(f"--data.feedback {self.feedback}: rows {bad} have no label among {CLASSES}.")
+        labels = [-1 if self.lm else CLASSES.index(ex.correction["label"]) for ex in examples]
+        return Reviews([read_txt(ex.input) for ex in examples], labels, [f"feedback row {ex.id}" for ex in examples])
+
     # -- datasets and loaders ------------------------------------------------
     def dataset(self, reviews: Reviews) -> ReviewDataset:
         return ReviewDataset(reviews, tokenize(self.tokenizer, reviews.texts, self.cap), self.tokenizer, self.size)
@@ -425,6 +437,8 @@ class IMDBDataModule(BaseDataModule):
             self.datasets["predict"] = self.dataset(self._predict_reviews())
             return
         splits = self._splits(stage)
+        if "train" in splits and stage in (None, "fit") and self.feedback:
+            splits["train"] = splits["train"] + self._feedback_reviews()
         needed = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": ["valid"]}.get(stage, [])
         for s in needed:
             if not len(splits.get(s, Reviews())):

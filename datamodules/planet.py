@@ -134,9 +134,11 @@ class PlanetDataModule(BaseDataModule):
             ``test-jpg-additional/`` folders when the root has them, else the validation images.
         skip_unreadable: decode every listed image at setup and leave out (and count, in
             ``self.skipped``) those that cannot be read, instead of failing on the first.
+        feedback: ``serve.py``'s feedback store: images with corrected tags join the training split.
     """
 
     sample_name = "planet"
+    feedback_task = "multilabel"
 
     def __init__(
         self,
@@ -153,8 +155,9 @@ class PlanetDataModule(BaseDataModule):
         max_zoom: float = 1.05,
         predict_dir: str | None = None,
         skip_unreadable: bool = False,
+        feedback: str | None = None,
     ):
-        super().__init__(root, batch_size, num_workers, seed)
+        super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
         self.valid_pct, self.augment, self.predict_dir, self.skip_unreadable = valid_pct, augment, predict_dir, skip_unreadable
         self.max_rotate, self.max_lighting, self.max_zoom = max_rotate, max_lighting, max_zoom
@@ -266,9 +269,26 @@ class PlanetDataModule(BaseDataModule):
         tr, va = split_indices(len(paths), self.valid_pct, self.seed)
         for s, idx in (("train", tr), ("valid", va), ("test", va)):
             self.datasets[s] = PlanetDataset([paths[i] for i in idx], targets[idx], self.transform(s == "train"), self.size, [sources[i] for i in idx])
+        if stage in (None, "fit") and self.feedback:
+            self.datasets["train"] = self._with_feedback(self.datasets["train"])
         if stage == "predict":  # no test folder: the validation images
             valid = self.datasets["valid"]
             self.datasets["predict"] = PlanetDataset(valid.paths, None, self.transform(False), self.size, valid.sources)
+
+    def _with_feedback(self, train: PlanetDataset) -> PlanetDataset:
+        """The training split plus serve.py's corrections (image, corrected tags)."""
+        examples = self.feedback_examples(self.classes)
+        index = {c: i for i, c in enumerate(self.classes)}
+        extra = np.zeros((len(examples), len(self.classes)), np.float32)
+        for k, ex in enumerate(examples):
+            unknown = [t for t in ex.correction.get("tags", []) if t not in index]
+            if unknown:
+                raise DataError(f"--data.feedback {self.feedback}: row {ex.id} has unknown tag(s) {unknown}.")
+            extra[k, [index[t] for t in ex.correction.get("tags", [])]] = 1
+        return PlanetDataset(
+            train.paths + [ex.input for ex in examples], np.concatenate([train.targets.numpy(), extra]), train.transform, train.size,
+            (train.sources or [""] * len(train.paths)) + [f"feedback row {ex.id}" for ex in examples],
+        )
 
     def targets(self, stage: str) -> torch.Tensor:
         """The multi-hot targets of a split (``train``, ``valid``, ``test``), e.g. for baselines."""

@@ -21,6 +21,8 @@ class TimmClassifier(nn.Module):
     def __init__(self, num_classes: int = 1, backbone: str = "tf_efficientnet_lite0", weights: str | None = "imagenet", drop_rate: float = 0.2):
         super().__init__()
         weights = None if no_weights(weights) else weights
+        # what rebuilds this network (serving bundles: serving/bundle.py)
+        self.init_args = {"num_classes": num_classes, "backbone": backbone, "weights": weights, "drop_rate": drop_rate}
         self.backbone_name, self.weights = backbone, weights
         self.normalize = Normalize(*mean_std(backbone, weights))
         self.model = create_timm(backbone, weights, num_classes=num_classes, drop_rate=drop_rate)

@@ -178,17 +178,25 @@ class TransformerClassifier(nn.Module):
         pooling: ``"mean"`` over real tokens (what MiniLM's sentence embeddings use), ``"cls"``
             (the first token) or ``"concat"`` (mean and max, as ULMFiT's head).
         dropout: dropout before the head.
+        pretrained: load the backbone's weights; ``False`` builds the encoder from the backbone's
+            ``config.json`` alone (random weights, for loading a state dict: serving bundles).
     """
 
-    def __init__(self, num_classes: int = 2, backbone: str | None = DEFAULT_BACKBONE, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(self, num_classes: int = 2, backbone: str | None = DEFAULT_BACKBONE, pooling: str = "mean", dropout: float = 0.1, pretrained: bool = True):
         super().__init__()
         if pooling not in ("mean", "cls", "concat"):
             raise ValueError(f"pooling '{pooling}': expected 'mean', 'cls' or 'concat'.")
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
+        # what rebuilds this network (serving bundles: serving/bundle.py)
+        self.init_args = {"num_classes": num_classes, "backbone": backbone, "pooling": pooling, "dropout": dropout, "pretrained": pretrained}
         self.backbone, self.pooling = backbone, pooling
         self.tokenizer = load_tokenizer(backbone)
-        self.encoder = _load(AutoModel, backbone, "weights")
+        if pretrained:
+            self.encoder = _load(AutoModel, backbone, "weights")
+        else:
+            with _quiet_transformers():
+                self.encoder = AutoModel.from_config(_load(AutoConfig, backbone, "config"))
         _drop_pooler(self.encoder)
         hidden = self.encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden * (2 if pooling == "concat" else 1), num_classes))

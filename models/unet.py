@@ -28,6 +28,8 @@ class UNet(nn.Module):
     ):
         super().__init__()
         weights = None if no_weights(weights) else weights
+        # what rebuilds this network (serving bundles: serving/bundle.py)
+        self.init_args = {"num_classes": num_classes, "encoder": encoder, "weights": weights, "decoder_channels": list(decoder_channels)}
         self.encoder_name, self.weights = encoder, weights
         self.normalize = Normalize(*mean_std(encoder, weights))
         offline_lite0 = weights == "imagenet" and timm_name(encoder) == LITE0

@@ -1,0 +1,146 @@
+"""Latency of ``POST /predict`` per task on CPU, through real HTTP on localhost.
+
+For each task a bundle is exported from a ``fast_dev_run`` model at the task config's input size
+(latency does not depend on training), or taken from ``--bundle TASK=PATH``; the app runs under
+uvicorn on a free 127.0.0.1 port in this process, and an httpx client sends ``--requests``
+requests one after another (after ``--warmup`` unmeasured ones). Inputs: a 256x256 JPEG for
+Planet (a Kaggle chip), a 960x720 JPEG for CamVid (a CamVid frame), a 640x480 JPEG for BIWI (a
+Kinect frame), a 230-word review for IMDB.
+
+    python benchmarks/serve_latency.py                       # all four tasks
+    python benchmarks/serve_latency.py --tasks camvid --bundle camvid=runs/camvid/<time>/bundle
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+for _k, _v in {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_SILENT": "true", "MPLBACKEND": "Agg"}.items():
+    os.environ.setdefault(_k, _v)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+TASKS = ("planet", "camvid", "biwi", "imdb")
+IMAGE_HW = {"planet": (256, 256), "camvid": (720, 960), "biwi": (480, 640)}
+REVIEW = (
+    "I went in expecting very little and came out moved. The first act takes its time, but the two leads "
+    "carry it with a warmth that never turns syrupy, and the score knows when to stay quiet. "
+) * 6
+
+
+def export(task: str, folder: Path) -> Path:
+    """A bundle from a fast_dev_run model at the task config's own input size."""
+    from train import cli_main
+
+    common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+              "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "2", "--runs_dir", str(folder / "runs")]
+    os.environ.pop("LESSON3_RUN_DIR", None)
+    fit = cli_main(["--task", task, "--trainer.fast_dev_run", "true", *common])
+    ckpt = folder / f"{task}.ckpt"
+    fit.trainer.save_checkpoint(str(ckpt))
+    os.environ.pop("LESSON3_RUN_DIR", None)
+    cli_main(["export", "--task", task, "--ckpt_path", str(ckpt), "--out", str(folder / task), *common])
+    return folder / task
+
+
+def request_body(task: str) -> dict:
+    if task == "imdb":
+        return {"json": {"text": REVIEW}}
+    h, w = IMAGE_HW[task]
+    rng = np.random.default_rng(0)
+    # a smooth image (compresses like a photo) with some noise
+    base = np.stack(np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h)), -1).mean(-1)
+    img = np.clip(base[..., None] + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    return {"files": {"file": ("photo.jpg", buf.getvalue(), "image/jpeg")}}
+
+
+def serve(app):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("uvicorn did not start in 60 s")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path) -> dict:
+    import httpx
+
+    from serving.app import create_app
+
+    server, thread, url = serve(create_app(bundle, feedback_db=feedback))
+    body = request_body(task)
+    times = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(warmup + n):
+                t = time.perf_counter()
+                r = client.post("/predict", **body)
+                dt = time.perf_counter() - t
+                if r.status_code != 200:
+                    raise RuntimeError(f"{task}: HTTP {r.status_code}: {r.text[:300]}")
+                if i >= warmup:
+                    times.append(dt * 1000)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    meta = json.loads((bundle / "bundle.json").read_text())["input"]
+    times.sort()
+    return {
+        "task": task, "requests": n, "median_ms": round(statistics.median(times), 1),
+        "p95_ms": round(times[min(n - 1, int(np.ceil(0.95 * n)) - 1)], 1), "mean_ms": round(statistics.fmean(times), 1),
+        "model_input": meta.get("size") or meta.get("max_length"),
+        "request": f"{IMAGE_HW[task][1]}x{IMAGE_HW[task][0]} JPEG" if task in IMAGE_HW else f"{len(REVIEW.split())}-word review",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--bundle", action="append", default=[], metavar="TASK=PATH", help="use this bundle instead of exporting one")
+    p.add_argument("--requests", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    given = dict(b.split("=", 1) for b in args.bundle)
+    import torch
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="serve-latency-") as tmp:
+        tmp = Path(tmp)
+        for task in args.tasks:
+            bundle = Path(given[task]) if task in given else export(task, tmp)
+            rows.append(measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}"))
+    print(f"\nPOST /predict latency over HTTP on localhost, CPU ({torch.get_num_threads()} torch threads), {args.requests} sequential requests")
+    print("| task | request | model input | median ms | p95 ms |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['request']} | {r['model_input']} | {r['median_ms']} | {r['p95_ms']} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

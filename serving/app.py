@@ -1,0 +1,242 @@
+"""The web app: JSON API (``/predict``, ``/feedback``, ``/health``, ``/info``) and the page at ``/``.
+
+``create_app(bundle)`` loads the bundle once; image tasks take a multipart upload named
+``file``, IMDB takes JSON ``{"text": ...}``. Every refused request is a 4xx JSON answer
+``{"error": "..."}``; bodies over ``max_bytes`` are refused with 413 before they are parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .bundle import load_bundle
+from .feedback import FeedbackStore
+from .limits import BodyLimit, BodyTooLarge
+from .predict import DEFAULT_MAX_PIXELS, InputError, Predictor, decode_image, png_bytes
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+MAX_TEXT_CHARS = 100_000
+
+
+# -- request / response schemas (OpenAPI) -------------------------------------------------
+class TextIn(BaseModel):
+    text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
+
+
+class TextFeedback(BaseModel):
+    text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
+    label: str = Field(..., description="the right label, one of the classes")
+
+
+class TagScore(BaseModel):
+    tag: str
+    probability: float
+    threshold: float
+    predicted: bool
+
+
+class TagsAnswer(BaseModel):
+    predicted: list[str] = Field(description="tags whose probability reaches their threshold")
+    tags: list[TagScore] = Field(description="every tag, most probable first")
+
+
+class ClassShare(BaseModel):
+    class_: str = Field(alias="class")
+    id: int
+    share: float = Field(description="share of the image's pixels")
+    color: list[int] | None = None
+
+
+class MaskAnswer(BaseModel):
+    width: int
+    height: int
+    mask_png: str = Field(description="base64 PNG, one class id per pixel, at the uploaded image's size")
+    shares: list[ClassShare]
+
+
+class PointAnswer(BaseModel):
+    x: float = Field(description="pixel column in the uploaded image (pixel centres at integers)")
+    y: float = Field(description="pixel row in the uploaded image")
+    width: int
+    height: int
+
+
+class TextAnswer(BaseModel):
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    tokens: int
+
+
+class FeedbackAnswer(BaseModel):
+    id: int
+    input: str
+    count: int
+
+
+ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointAnswer, "text": TextAnswer}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def _validation_message(exc: RequestValidationError, task: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        field = ".".join(loc) or "body"
+        if err.get("type") == "missing":
+            hint = " (an image upload in a multipart form)" if field in ("file",) else ""
+            parts.append(f"missing field '{field}'{hint}")
+        else:
+            parts.append(f"{field}: {err.get('msg')}")
+    expected = "JSON {\"text\": \"...\"}" if task == "text" else "a multipart form with the image in field 'file'"
+    return "; ".join(parts) + f". Expected {expected}."
+
+
+def create_app(
+    bundle_path: str | os.PathLike,
+    feedback_db: str | os.PathLike | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FastAPI:
+    """The app serving one bundle.
+
+    Args:
+        bundle_path: a folder written by ``python train.py export``.
+        feedback_db: the feedback store's folder (default: ``<bundle>/feedback``).
+        max_bytes: largest request body (413 above).
+        max_pixels: largest uploaded image in pixels (413 above).
+    """
+    bundle = load_bundle(bundle_path)
+    predictor = Predictor(bundle, max_pixels=max_pixels)
+    task, classes = bundle.task, bundle.classes
+    store = FeedbackStore(feedback_db or bundle.path / "feedback", task=task, classes=classes)
+    app = FastAPI(
+        title=f"lesson3 · {bundle.meta.get('name', task)}",
+        description=f"Serves the {task} bundle {bundle.path}. The page is at /.",
+        version="1",
+    )
+    app.state.bundle, app.state.predictor, app.state.store = bundle, predictor, store
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _error(422, _validation_message(exc, task))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, BodyTooLarge):  # the body reader passed the limit (no Content-Length)
+            return _error(413, f"the request body is larger than the limit of {max_bytes:,} bytes.")
+        return _error(exc.status_code, str(exc.detail))
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """``ok`` once the model is loaded (it is loaded before the server accepts requests)."""
+        return {"status": "ok", "task": task, "name": bundle.meta.get("name")}
+
+    @app.get("/info")
+    def info() -> dict[str, Any]:
+        """What the page needs: task type, classes, thresholds, palette, limits, feedback count."""
+        meta = bundle.meta
+        return {
+            "task": task, "name": meta.get("name"), "classes": classes, "input": meta["input"],
+            "thresholds": meta.get("thresholds"), "void_index": meta.get("void_index"), "palette": bundle.palette,
+            "max_bytes": max_bytes, "max_pixels": max_pixels, "feedback": store.count(),
+        }
+
+    def feedback_count() -> dict[str, Any]:
+        """How many corrections are stored, and where."""
+        return {"count": store.count(), "db": str(store.db)}
+
+    app.get("/feedback")(feedback_count)
+
+    answer = ANSWERS[task]
+    if task == "text":
+
+        @app.post("/predict", response_model=answer)
+        def predict_text(body: TextIn):
+            """Sentiment of a review: label and probability."""
+            return predictor.predict_text(body.text)
+
+        @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
+        def feedback_text(body: TextFeedback):
+            """Store the right label of a review the model got wrong."""
+            if body.label not in classes:
+                raise InputError(422, f"label '{body.label}' is not one of {classes}.")
+            prediction = predictor.predict_text(body.text)
+            ex = store.add(body.text.encode("utf-8"), ".txt", {"label": body.label}, prediction)
+            return {"id": ex.id, "input": ex.input.name, "count": store.count()}
+
+        return app
+
+    @app.post("/predict", response_model=answer, response_model_by_alias=True)
+    def predict_image(file: UploadFile = File(..., description="the image (JPEG, PNG...)")):
+        """Prediction for an uploaded image."""
+        return predictor.predict_image(file.file.read())
+
+    @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
+    def feedback_image(
+        file: UploadFile = File(..., description="the image the model got wrong"),
+        correction: str = Form("{}", description='JSON: Planet {"tags": [...]}, BIWI {"x": .., "y": ..} (image pixels); CamVid: send mask'),
+        mask: UploadFile | None = File(None, description="CamVid: the corrected mask, a PNG of class ids at the image's size"),
+    ):
+        """Store the right answer for an image the model got wrong."""
+        image = decode_image(file.file.read(), max_pixels)
+        try:
+            corr = json.loads(correction or "{}")
+        except json.JSONDecodeError as e:
+            raise InputError(422, f"field 'correction' is not JSON ({e}).") from None
+        if not isinstance(corr, dict):
+            raise InputError(422, "field 'correction' must be a JSON object.")
+        files = None
+        if task == "multilabel":
+            tags = corr.get("tags")
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise InputError(422, 'Planet corrections are {"tags": ["clear", "primary", ...]}.')
+            unknown = [t for t in tags if t not in classes]
+            if unknown:
+                raise InputError(422, f"unknown tag(s) {unknown}; the tags are {classes}.")
+            corr = {"tags": [c for c in classes if c in tags]}
+        elif task == "point":
+            try:
+                x, y = float(corr["x"]), float(corr["y"])
+            except (KeyError, TypeError, ValueError):
+                raise InputError(422, 'BIWI corrections are {"x": column, "y": row} in the image\'s pixels.') from None
+            h, w = image.size
+            if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+                raise InputError(422, f"point ({x}, {y}) is outside the {w}x{h} image.")
+            corr = {"x": x, "y": y}
+        else:  # segmentation
+            if mask is None:
+                raise InputError(422, "CamVid corrections need field 'mask': a PNG of class ids at the image's size.")
+            ids = predictor.mask_from_upload(mask.file.read(), image.size)
+            files, corr = {"mask": (png_bytes(ids), ".png")}, {}
+        prediction = predictor.predict_rgb(image.rgb)
+        prediction.pop("mask_png", None)
+        ex = store.add(image.data, image.ext, corr, prediction, files=files)
+        return {"id": ex.id, "input": ex.input.name, "count": store.count()}
+
+    return app

@@ -1,0 +1,307 @@
+"""Inference bundles: one folder holding everything a trained model needs to answer requests.
+
+Layout (``python train.py export`` writes it, :func:`load_bundle` reads it)::
+
+    bundle/
+      bundle.json   task type, network class + init args, input size, normalisation,
+                    class names, Planet's thresholds, IMDB's max_length, versions
+      weights.pt    the network's state dict (``torch.load(..., weights_only=True)``)
+      backbone/     IMDB only: the tokenizer and the encoder's config.json (save_pretrained)
+
+Loading needs no training config, data folder or network: the network is rebuilt with its
+pretrained-weight options off (``weights: null``, ``pretrained: false``) and the state dict
+loaded into it. Networks take uint8 images and normalise inside (``models/normalize.py``); the
+statistics are in ``bundle.json`` too, since they are not part of the state dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "lesson3-bundle"
+VERSION = 1
+META, WEIGHTS, BACKBONE = "bundle.json", "weights.pt", "backbone"
+TASKS = ("multilabel", "segmentation", "point", "text")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be written or read: the message names the file and what is wrong."""
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """True for a bundle folder (or its ``bundle.json``)."""
+    p = Path(path).expanduser()
+    return (p / META).is_file() or (p.name == META and p.is_file())
+
+
+def bundle_dir(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    return p.parent if p.name == META else p
+
+
+def task_type(model: nn.Module) -> str:
+    """The bundle task type of a LightningModule from ``tasks/``."""
+    from tasks.planet import PlanetTask
+    from tasks.pointreg import PointRegressionTask
+    from tasks.segmentation import SegmentationTask
+    from tasks.text import TextClassificationTask
+
+    for cls, name in ((PlanetTask, "multilabel"), (SegmentationTask, "segmentation"), (PointRegressionTask, "point"), (TextClassificationTask, "text")):
+        if isinstance(model, cls):
+            return name
+    raise BundleError(
+        f"{type(model).__name__}: nothing to serve (export works for Planet, CamVid, BIWI and the IMDB classifier; "
+        "the masked LM of imdb_lm is stage 1 only)."
+    )
+
+
+def _normalize_of(net: nn.Module) -> dict[str, list[float]] | None:
+    from models.normalize import Normalize
+
+    norm = getattr(net, "normalize", None)
+    if not isinstance(norm, Normalize):
+        return None
+    return {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
+
+
+def _atomic_dir(out: Path) -> Path:
+    """A temporary sibling folder of ``out`` to fill and then rename into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not is_bundle(out) and (not out.is_dir() or any(out.iterdir())):
+        raise BundleError(f"{out}: exists and is not a bundle; choose another --out.")
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+
+
+def trained_input_size(ckpt_path: str | os.PathLike) -> tuple[int, int] | int | None:
+    """The input size a run ended training at, from the ``config.yaml`` of the run folder that
+    holds ``ckpt_path`` (``<run>/checkpoints/X.ckpt``): the last stage's size, else the data's
+    ``size`` (IMDB: ``max_length``); a bundle's own size. None where there is no such config."""
+    import yaml
+
+    if is_bundle(ckpt_path):
+        inp = read_meta(ckpt_path)["input"]
+        return inp.get("max_length") if inp.get("kind") == "text" else tuple(inp["size"])
+    config = Path(ckpt_path).expanduser().resolve().parent.parent / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    callbacks = (cfg.get("trainer") or {}).get("callbacks") or []
+    sizes = [
+        st["size"] for cb in callbacks if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("Stages")
+        for st in (cb.get("init_args") or {}).get("stages") or [] if isinstance(st, dict) and st.get("size") is not None
+    ]
+    data = (cfg.get("data") or {}).get("init_args") or {}
+    size = sizes[-1] if sizes else data.get("size", data.get("max_length"))
+    return size if isinstance(size, int) else (tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None)
+
+
+def export_bundle(
+    model: nn.Module,
+    out: str | os.PathLike,
+    input_size: tuple[int, int] | int,
+    name: str | None = None,
+    source: str | None = None,
+) -> Path:
+    """Write ``model`` (a task from ``tasks/``) as a bundle folder ``out`` (replaced atomically).
+
+    Args:
+        model: the trained LightningModule; its ``net`` must record ``init_args`` (the
+            networks in ``models/`` do).
+        out: the bundle folder.
+        input_size: (height, width) images are resized to, or IMDB's ``max_length`` in tokens.
+        name: a display name (e.g. the ``--task`` name).
+        source: the checkpoint the weights came from, for the record.
+    """
+    kind = task_type(model)
+    net = model.net
+    spec = getattr(net, "init_args", None)
+    if not isinstance(spec, dict):
+        raise BundleError(f"{type(net).__name__}: the network records no init_args, so a bundle could not rebuild it (see models/classifier.py).")
+    args = dict(spec)
+    if "weights" in args:
+        args["weights"] = None  # the state dict brings the weights: nothing to download
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": kind,
+        "name": name or kind,
+        "net": {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": args},
+        "weights": WEIGHTS,
+        "classes": list(getattr(model, "class_names", []) or []),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source_checkpoint": source,
+        "versions": {"torch": torch.__version__},
+    }
+    if kind == "text":
+        meta["input"] = {"kind": "text", "max_length": int(input_size if isinstance(input_size, int) else input_size[0]), "tokenizer": BACKBONE}
+        args.update(backbone=BACKBONE, pretrained=False)
+    else:
+        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+        meta["input"] = {"kind": "image", "size": [h, w], "channels": "RGB", "dtype": "uint8", "resize": "area", "normalize": _normalize_of(net)}
+    if kind == "segmentation":
+        meta["void_index"] = model.void_index
+    if kind == "multilabel":
+        meta["threshold"] = float(model.threshold)
+        meta["thresholds"] = [round(float(t), 6) for t in model.thresholds.cpu()]
+    out = Path(out).expanduser().resolve()
+    tmp = _atomic_dir(out)
+    try:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS)
+        if kind == "text":
+            folder = tmp / BACKBONE
+            net.tokenizer.save_pretrained(folder)
+            net.encoder.config.save_pretrained(folder)
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}-old-{os.getpid()}")
+            os.rename(out, old)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the metadata, the network in eval mode and, for text, the tokenizer."""
+
+    path: Path
+    meta: dict[str, Any]
+    net: nn.Module
+    tokenizer: Any = None
+    palette: list[list[int]] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """``bundle.json`` of a bundle folder, checked."""
+    folder = bundle_dir(path)
+    file = folder / META
+    if not folder.exists():
+        raise BundleError(f"{folder}: no such bundle folder.")
+    if not file.is_file():
+        raise BundleError(f"{folder}: not a bundle (no {META}); write one with 'python train.py export --ckpt_path ...'.")
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{file}: not valid JSON ({e}).") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{file}: not a {FORMAT} file (format {meta.get('format') if isinstance(meta, dict) else None!r}).")
+    if meta.get("version") != VERSION:
+        raise BundleError(f"{file}: bundle version {meta.get('version')}; this code reads version {VERSION}.")
+    if meta.get("task") not in TASKS:
+        raise BundleError(f"{file}: unknown task {meta.get('task')!r} (expected one of {', '.join(TASKS)}).")
+    for key in ("net", "input", "classes"):
+        if key not in meta:
+            raise BundleError(f"{file}: missing '{key}'.")
+    return meta
+
+
+def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network state dict of a bundle."""
+    file = bundle_dir(path) / WEIGHTS
+    if not file.is_file():
+        raise BundleError(f"{file}: missing (the bundle's weights).")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one message
+        raise BundleError(f"{file}: unreadable weights ({type(e).__name__}: {e}).") from e
+
+
+def _build_net(folder: Path, meta: dict[str, Any]) -> nn.Module:
+    class_path = meta["net"].get("class_path", "")
+    module_name, _, cls_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise BundleError(f"{folder / META}: network class '{class_path}' not found ({e}).") from e
+    args = dict(meta["net"].get("init_args", {}))
+    if "weights" in args:
+        args["weights"] = None
+    if meta["task"] == "text":
+        args["backbone"] = str(folder / meta["input"].get("tokenizer", BACKBONE))
+        args["pretrained"] = False
+    try:
+        return cls(**args)
+    except TypeError as e:
+        raise BundleError(f"{folder / META}: cannot build {class_path} from its init_args ({e}).") from e
+
+
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
+    """Read a bundle: rebuild the network (no download), load its weights, eval mode."""
+    folder = bundle_dir(path).resolve()
+    meta = read_meta(folder)
+    net = _build_net(folder, meta)
+    try:
+        net.load_state_dict(read_state(folder))
+    except RuntimeError as e:
+        raise BundleError(f"{folder / WEIGHTS}: does not fit {meta['net']['class_path']} ({str(e).splitlines()[0]}).") from e
+    norm = meta["input"].get("normalize")
+    if norm and getattr(net, "normalize", None) is not None:
+        net.normalize.mean.copy_(torch.tensor(norm["mean"]).view(1, -1, 1, 1))
+        net.normalize.std.copy_(torch.tensor(norm["std"]).view(1, -1, 1, 1))
+    net.to(device).eval()
+    palette: list[list[int]] = []
+    if meta["task"] == "segmentation":
+        from tasks.pictures import palette as make_palette
+
+        palette = make_palette(len(meta["classes"]), meta.get("void_index")).tolist()
+    return Bundle(folder, meta, net, getattr(net, "tokenizer", None), palette)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
+    """Put the weights of a bundle or a Lightning checkpoint into ``model`` (weights only:
+    no optimizer, schedule or epoch); returns what was loaded, for a message.
+
+    A bundle must be of the model's task; Planet's thresholds come with it.
+    """
+    p = Path(path).expanduser()
+    if is_bundle(p):
+        folder = bundle_dir(p)
+        meta = read_meta(folder)
+        kind = task_type(model)
+        if meta["task"] != kind:
+            raise BundleError(f"{folder}: a '{meta['task']}' bundle cannot initialise a '{kind}' model ({type(model).__name__}).")
+        try:
+            model.net.load_state_dict(read_state(folder))
+        except RuntimeError as e:
+            raise BundleError(f"{folder / WEIGHTS}: does not fit this model's network ({str(e).splitlines()[0]}); same backbone and classes?") from e
+        if kind == "multilabel" and "thresholds" in meta:
+            if list(meta["classes"]) != list(model.class_names):
+                raise BundleError(f"{folder / META}: its tags differ from the model's ({len(meta['classes'])} vs {len(model.class_names)}).")
+            model.thresholds.copy_(torch.tensor(meta["thresholds"], dtype=model.thresholds.dtype))
+        return f"bundle {folder}"
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        state = ckpt["state_dict"]
+    except Exception as e:  # noqa: BLE001
+        raise BundleError(f"{p}: not a Lightning checkpoint or bundle ({type(e).__name__}: {e}).") from e
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise BundleError(f"{p}: does not fit this model ({str(e).splitlines()[0]}); same task, backbone and classes?") from e
+    return f"checkpoint {p}"

@@ -1,0 +1,206 @@
+"""The feedback store: corrections of wrong predictions, with their inputs, for fine-tuning.
+
+A folder holding ``feedback.db`` (SQLite, WAL journal, synchronous FULL) and ``inputs/``.
+Each correction's files (the input as the model saw it and, for CamVid, the corrected mask)
+are written to a temporary name, flushed to disk and renamed into place *before* the row that
+names them is committed, so a killed server leaves either a complete row with its files or no
+row (stray temporary files are removed when the store is next opened).
+
+Corrections (the ``correction`` JSON of a row) by task type:
+
+* ``multilabel`` (Planet): ``{"tags": ["clear", "primary"]}``
+* ``segmentation`` (CamVid): ``{"mask": "inputs/<id>_mask.png"}`` (class ids at the image's size)
+* ``point`` (BIWI): ``{"x": 310.5, "y": 220.0}`` in the uploaded image's pixels
+* ``text`` (IMDB): ``{"label": "positive"}``; the input is the review as a UTF-8 ``.txt`` file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DB = "feedback.db"
+INPUTS = "inputs"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    task TEXT NOT NULL,
+    input TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    correction TEXT NOT NULL,
+    prediction TEXT
+);
+"""
+
+
+class FeedbackError(ValueError):
+    """An unusable feedback store: the message names the file and what is wrong."""
+
+
+@dataclass
+class Example:
+    """One stored correction: the input file, the correction, and the model's answer then."""
+
+    id: int
+    task: str
+    input: Path
+    correction: dict[str, Any]
+    prediction: dict[str, Any] | None
+    created: str
+
+    def file(self, key: str) -> Path:
+        """A file named by the correction (e.g. CamVid's ``mask``), as a path."""
+        return self.input.parent.parent / self.correction[key]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a flushed temporary file and a rename (never half a file)."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def db_path(path: str | os.PathLike) -> Path:
+    """``feedback.db`` of a store folder (or the file itself)."""
+    p = Path(path).expanduser()
+    return p if p.suffix == ".db" else p / DB
+
+
+class FeedbackStore:
+    """Append-only store of corrections (thread-safe; one SQLite connection per call).
+
+    Args:
+        folder: the store's folder (created); or an existing ``feedback.db``.
+        task: the bundle's task type; a store of another task is refused.
+        classes: the bundle's class names; a store written with other classes is refused.
+    """
+
+    def __init__(self, folder: str | os.PathLike, task: str | None = None, classes: list[str] | None = None):
+        self.db = db_path(folder)
+        self.folder = self.db.parent
+        self.inputs = self.folder / INPUTS
+        if task is None and not self.db.is_file():
+            raise FeedbackError(f"{self.db}: no feedback database here (the serving folder's feedback.db, written by serve.py).")
+        self.inputs.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            if task is not None and not meta:
+                con.executemany("INSERT INTO meta VALUES (?, ?)", [("task", task), ("classes", json.dumps(classes or [])), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
+                meta = {"task": task, "classes": json.dumps(classes or [])}
+        self.task = meta.get("task")
+        self.classes = json.loads(meta.get("classes", "[]"))
+        if task is not None and self.task != task:
+            raise FeedbackError(f"{self.db}: holds '{self.task}' feedback, not '{task}'; use another --feedback folder.")
+        if classes is not None and self.classes and list(classes) != self.classes:
+            raise FeedbackError(f"{self.db}: was written for other classes ({len(self.classes)} vs {len(classes)}); use another --feedback folder.")
+        self._clean_temporaries()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def _clean_temporaries(self) -> None:
+        for tmp in self.inputs.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
+
+    def add(self, data: bytes, ext: str, correction: dict[str, Any], prediction: dict[str, Any] | None = None, files: dict[str, tuple[bytes, str]] | None = None) -> Example:
+        """Store one correction; returns it with its row id.
+
+        Args:
+            data: the input (image bytes, or a review's UTF-8 text).
+            ext: the input file's extension (``.jpg``, ``.png``, ``.txt``).
+            correction: the right answer (see the module docstring).
+            prediction: what the model answered, for the record.
+            files: more files as ``{key: (bytes, ext)}``; the correction gets ``key`` = the
+                file's path relative to the store folder (CamVid's ``mask``).
+        """
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        correction = dict(correction)
+        for key, (blob, suffix) in (files or {}).items():
+            path = self.inputs / f"{stem}_{key}{suffix}"
+            write_atomic(path, blob)
+            correction[key] = f"{INPUTS}/{path.name}"
+        path = self.inputs / f"{stem}{ext}"
+        write_atomic(path, data)
+        row = (time.strftime("%Y-%m-%dT%H:%M:%S%z"), self.task, f"{INPUTS}/{path.name}", hashlib.sha256(data).hexdigest(), json.dumps(correction), json.dumps(prediction) if prediction is not None else None)
+        with self._lock:
+            con = self._connect()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                cur = con.execute("INSERT INTO feedback (created, task, input, input_sha256, correction, prediction) VALUES (?, ?, ?, ?, ?, ?)", row)
+                con.execute("COMMIT")
+                rid = int(cur.lastrowid)
+            finally:
+                con.close()
+        return Example(rid, self.task, path, correction, prediction, row[0])
+
+    def count(self) -> int:
+        con = self._connect()
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        finally:
+            con.close()
+
+    def examples(self, check_files: bool = True) -> list[Example]:
+        """Every stored correction, oldest first; with ``check_files`` a missing or altered input is an error."""
+        con = self._connect()
+        try:
+            rows = con.execute("SELECT id, created, task, input, input_sha256, correction, prediction FROM feedback ORDER BY id").fetchall()
+        finally:
+            con.close()
+        out = []
+        for rid, created, task, inp, sha, corr, pred in rows:
+            path = self.folder / inp
+            if check_files:
+                if not path.is_file():
+                    raise FeedbackError(f"{self.db}, row {rid}: its input {path} is missing.")
+                if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+                    raise FeedbackError(f"{self.db}, row {rid}: its input {path} was changed since it was stored (sha256 differs).")
+            out.append(Example(rid, task, path, json.loads(corr), json.loads(pred) if pred else None, created))
+        return out
+
+
+def read_feedback(path: str | os.PathLike, task: str, classes: list[str] | None = None) -> list[Example]:
+    """The corrections of an existing store, checked against the training task and classes
+    (``--data.feedback``). Raises :class:`FeedbackError` naming the file."""
+    db = db_path(path)
+    if not db.is_file():
+        raise FeedbackError(f"{db}: no feedback database (--data.feedback takes serve.py's feedback folder or its feedback.db).")
+    store = FeedbackStore(db)
+    if store.task != task:
+        raise FeedbackError(f"{db}: holds '{store.task}' feedback; this datamodule trains '{task}'.")
+    if classes is not None and store.classes and list(classes) != store.classes:
+        raise FeedbackError(f"{db}: its classes ({len(store.classes)}: {store.classes[:4]}...) differ from the data's ({len(classes)}: {list(classes)[:4]}...).")
+    examples = store.examples()
+    if not examples:
+        raise FeedbackError(f"{db}: no corrections stored yet.")
+    return examples
