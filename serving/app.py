@@ -167,11 +167,10 @@ def create_app(
             "max_bytes": max_bytes, "max_pixels": max_pixels, "feedback": store.count(),
         }
 
+    @app.get("/feedback")
     def feedback_count() -> dict[str, Any]:
         """How many corrections are stored, and where."""
         return {"count": store.count(), "db": str(store.db)}
-
-    app.get("/feedback")(feedback_count)
 
     answer = ANSWERS[task]
     if task == "text":

@@ -4,6 +4,7 @@ feedback store (also killed mid-write), fine-tuning on feedback, serve.py, and t
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -420,58 +422,143 @@ def test_serve_py_names_a_bad_bundle(tmp_path):
     assert out.returncode == 1 and f"error: {tmp_path}: not a bundle" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.slow
-def test_page_in_headless_chromium(server, bundles, tmp_path):
-    """The page in a real browser: upload a street photo, see the mask drawn, correct a region, send it."""
+@pytest.fixture(scope="module")
+def chrome():
+    """Headless Chromium through Selenium (skips where Chromium is not installed)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.select import Select
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    from serving.feedback import FeedbackStore
-
-    photo = sorted((bundles["camvid"]["datamodule"].root_path / "images").glob("*.png"))[0]
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage", "--window-size=1200,1000"):
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    state = lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")  # noqa: E731
+    yield driver
+    driver.quit()
+
+
+def page_state(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+
+
+def wait_state(driver, want: str, timeout: float = 60) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    status = lambda: driver.find_element(By.ID, "status")  # noqa: E731
+    WebDriverWait(driver, timeout).until(lambda d: page_state(d) == want or "error" in (status().get_attribute("class") or ""))
+    assert page_state(driver) == want, status().text
+
+
+@contextlib.contextmanager
+def served(app):
+    """``app`` under uvicorn on a free localhost port, in a thread of this process."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
     try:
-        driver.get(server["url"] + "/")
-        WebDriverWait(driver, 30).until(lambda d: state(d) == "ready")
-        driver.find_element(By.ID, "file").send_keys(str(photo))
-        WebDriverWait(driver, 60).until(lambda d: state(d) in ("predicted",) or "error" in d.find_element(By.ID, "status").get_attribute("class"))
-        assert state(driver) == "predicted", driver.find_element(By.ID, "status").text
-        result = driver.find_element(By.ID, "result").text
-        assert "Classes in the image" in result and "%" in result
-        w, h = Image.open(photo).size
-        canvas = driver.find_element(By.ID, "canvas")
-        assert driver.execute_script("return [arguments[0].width, arguments[0].height]", canvas) == [w, h]
-        # the overlay is drawn: the canvas differs from the photo itself
-        drawn = np.array(driver.execute_script("return Array.from(arguments[0].getContext('2d').getImageData(0, 0, arguments[0].width, arguments[0].height).data)", canvas), np.uint8).reshape(h, w, 4)
-        assert np.abs(drawn[..., :3].astype(int) - np.asarray(Image.open(photo).convert("RGB")).astype(int)).mean() > 5
-        shot = tmp_path / "serve_screenshot.png"
-        driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        if os.environ.get("LESSON3_SCREENSHOT"):
-            shutil.copy(shot, os.environ["LESSON3_SCREENSHOT"])
-        # "wrong": paint a region as Road and send it
-        driver.find_element(By.ID, "wrong").click()
-        Select(driver.find_element(By.ID, "fix-class")).select_by_visible_text("Road")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
-        cw, ch = canvas.size["width"], canvas.size["height"]  # displayed size (scaled up from the photo's)
-        ActionChains(driver).move_to_element_with_offset(canvas, -int(0.35 * cw), -int(0.35 * ch)).click_and_hold().move_by_offset(int(0.7 * cw), int(0.7 * ch)).release().perform()
-        driver.find_element(By.ID, "send-fix").click()
-        WebDriverWait(driver, 30).until(lambda d: state(d) == "corrected" or "error" in d.find_element(By.ID, "status").get_attribute("class"))
-        assert state(driver) == "corrected", driver.find_element(By.ID, "status").text
-        assert "Saved as correction #1" in driver.find_element(By.ID, "status").text
+        yield f"http://127.0.0.1:{server.config.port}"
     finally:
-        driver.quit()
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["planet", "biwi", "imdb"])
+def test_page_corrections_in_chromium(task, chrome, clients, tmp_path):
+    """Predict and correct on the page: tick tags (Planet), click the point (BIWI), pick the label (IMDB)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    app = clients[task].app
+    store, before = app.state.store, app.state.store.count()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(120, 160, 7))
+    with served(app) as url:
+        chrome.get(url + "/")
+        wait_state(chrome, "ready", 30)
+        if task == "imdb":
+            chrome.find_element(By.ID, "text").send_keys("Two hours I will never get back.")
+            chrome.find_element(By.ID, "predict-text").click()
+        else:
+            chrome.find_element(By.ID, "file").send_keys(str(photo))
+        wait_state(chrome, "predicted")
+        result = chrome.find_element(By.ID, "result").text
+        chrome.find_element(By.ID, "wrong").click()
+        if task == "planet":
+            assert "Tags:" in result and "%" in result
+            for box in chrome.find_elements(By.CSS_SELECTOR, "input[name=tag]"):
+                if box.is_selected() != (box.get_attribute("value") in ("cloudy", "water")):
+                    box.click()
+        elif task == "biwi":
+            assert "Head centre: x" in result
+            canvas = chrome.find_element(By.ID, "canvas")
+            chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+            w, h = canvas.size["width"], canvas.size["height"]
+            ActionChains(chrome).move_to_element_with_offset(canvas, int(w * 0.25), -int(h * 0.25)).click().perform()
+        else:
+            assert "probability" in result
+            predicted = result.split()[0]
+        chrome.find_element(By.ID, "send-fix").click()
+        wait_state(chrome, "corrected", 30)
+    assert store.count() == before + 1
+    ex = store.examples()[-1]
+    if task == "planet":
+        assert ex.correction == {"tags": ["cloudy", "water"]} and ex.input.read_bytes() == photo.read_bytes()
+    elif task == "biwi":  # a quarter of the way from the centre, in the photo's pixels
+        assert (ex.correction["x"], ex.correction["y"]) == pytest.approx((0.75 * 160 - 0.5, 0.25 * 120 - 0.5), abs=1.5)
+    else:
+        assert ex.correction["label"] != predicted and ex.input.read_text() == "Two hours I will never get back."
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium(server, bundles, chrome, tmp_path):
+    """The page in a real browser, served by serve.py: upload a street photo, see the mask drawn,
+    correct a region, send it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    from serving.feedback import FeedbackStore
+
+    photo = sorted((bundles["camvid"]["datamodule"].root_path / "images").glob("*.png"))[0]
+    driver = chrome
+    driver.get(server["url"] + "/")
+    wait_state(driver, "ready", 30)
+    driver.find_element(By.ID, "file").send_keys(str(photo))
+    wait_state(driver, "predicted")
+    result = driver.find_element(By.ID, "result").text
+    assert "Classes in the image" in result and "%" in result
+    w, h = Image.open(photo).size
+    canvas = driver.find_element(By.ID, "canvas")
+    assert driver.execute_script("return [arguments[0].width, arguments[0].height]", canvas) == [w, h]
+    # the overlay is drawn: the canvas differs from the photo itself
+    drawn = np.array(driver.execute_script("return Array.from(arguments[0].getContext('2d').getImageData(0, 0, arguments[0].width, arguments[0].height).data)", canvas), np.uint8).reshape(h, w, 4)
+    assert np.abs(drawn[..., :3].astype(int) - np.asarray(Image.open(photo).convert("RGB")).astype(int)).mean() > 5
+    shot = tmp_path / "serve_screenshot.png"
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("LESSON3_SCREENSHOT"):
+        shutil.copy(shot, os.environ["LESSON3_SCREENSHOT"])
+    # "wrong": paint a region as Road and send it
+    driver.find_element(By.ID, "wrong").click()
+    Select(driver.find_element(By.ID, "fix-class")).select_by_visible_text("Road")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    cw, ch = canvas.size["width"], canvas.size["height"]  # displayed size (scaled up from the photo's)
+    ActionChains(driver).move_to_element_with_offset(canvas, -int(0.35 * cw), -int(0.35 * ch)).click_and_hold().move_by_offset(int(0.7 * cw), int(0.7 * ch)).release().perform()
+    driver.find_element(By.ID, "send-fix").click()
+    wait_state(driver, "corrected", 30)
+    assert "Saved as correction #1" in driver.find_element(By.ID, "status").text
     store = FeedbackStore(server["feedback"])
     ex = store.examples()[-1]
     mask = np.asarray(Image.open(ex.file("mask")))
