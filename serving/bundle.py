@@ -80,7 +80,11 @@ def _atomic_dir(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not is_bundle(out) and (not out.is_dir() or any(out.iterdir())):
         raise BundleError(f"{out}: exists and is not a bundle; choose another --out.")
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # a normal folder once renamed (mkdtemp makes it private)
+    return tmp
 
 
 def trained_input_size(ckpt_path: str | os.PathLike) -> tuple[int, int] | int | None:
