@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .bundle import Bundle
 
 DEFAULT_MAX_PIXELS = 40_000_000
+MAX_MASK_PIXELS = 1_000_000  # CamVid logits are upsampled bilinearly up to this size (a 960x720 frame fits)
 
 
 class InputError(Exception):
@@ -77,7 +78,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = 
 def png_bytes(array: np.ndarray) -> bytes:
     """A uint8 array (HW: greyscale, HWC: RGB) as PNG bytes."""
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)  # label maps compress well even so
     return buf.getvalue()
 
 
@@ -136,9 +137,20 @@ class Predictor:
         if task == "point":
             x, y = ((out[0].cpu() + 1) / 2 * torch.tensor([W, H]) - 0.5).tolist()
             return {"x": round(x, 2), "y": round(y, 2), "width": W, "height": H}
-        full = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        mask = full.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        return self._segmentation(mask)
+        return self._segmentation(self.upsample_argmax(out, H, W))
+
+    @staticmethod
+    def upsample_argmax(logits: torch.Tensor, H: int, W: int) -> np.ndarray:
+        """Class ids at (H, W): bilinear logits then argmax, as ``SegmentationTask.predict_step``.
+
+        Channels-last halves the time of both steps on CPU. Above ``MAX_MASK_PIXELS`` the logits
+        go to a capped size and the ids are enlarged by nearest neighbour (memory stays bounded).
+        """
+        scale = min(1.0, (MAX_MASK_PIXELS / (H * W)) ** 0.5)
+        h, w = max(1, round(H * scale)), max(1, round(W * scale))
+        up = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=(h, w), mode="bilinear", align_corners=False)
+        mask = up.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return mask if (h, w) == (H, W) else cv2.resize(mask, (W, H), interpolation=cv2.INTER_NEAREST)
 
     def predict_text(self, text: str) -> dict:
         if self.meta["task"] != "text":

@@ -170,6 +170,20 @@ def test_predict_camvid_mask_at_upload_size(clients):
         assert s["share"] == pytest.approx((ids == s["id"]).mean(), abs=1e-4) and len(s["color"]) == 3
 
 
+def test_camvid_mask_matches_predict_step_and_stays_bounded(bundles):
+    """The served mask is SegmentationTask.predict_step's (bilinear logits, argmax at full size);
+    above MAX_MASK_PIXELS the ids are enlarged by nearest neighbour instead."""
+    import torch.nn.functional as F
+
+    from serving.predict import MAX_MASK_PIXELS, Predictor
+
+    logits = torch.randn(1, 5, 24, 32)
+    ids = Predictor.upsample_argmax(logits, 150, 200)
+    assert np.array_equal(ids, F.interpolate(logits, size=(150, 200), mode="bilinear", align_corners=False).argmax(1)[0].numpy())
+    big = Predictor.upsample_argmax(logits, 2000, MAX_MASK_PIXELS // 1000)
+    assert big.shape == (2000, MAX_MASK_PIXELS // 1000) and big.dtype == np.uint8 and int(big.max()) < 5
+
+
 def test_predict_biwi_point_in_upload_pixels(clients, bundles):
     data = jpeg(120, 160)
     ans = clients["biwi"].post("/predict", files=upload(data)).json()
