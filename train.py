@@ -315,6 +315,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
         sys.argv[1:] = expand_task(sys.argv[1:])
     else:
         args = expand_task(args)
+        if not run and args and args[0] in KitCLI.subcommands():
+            args = args[1:]  # without run there are no subcommands: the options configure fit
     return KitCLI(
         LightningModule,
         LightningDataModule,

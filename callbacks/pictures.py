@@ -48,6 +48,9 @@ class Pictures(pl.Callback):
         if not self.do_batch or not trainer.is_global_zero:
             return
         batch = next(iter(trainer.datamodule.train_dataloader()))
+        augment = getattr(trainer.datamodule, "batch_augment", None)
+        if augment is not None:  # augmentation on the device: show it too
+            batch = augment(batch)
         save_figure(trainer, pl_module.show_batch(batch, self.n), "show_batch")
 
     def on_validation_epoch_end(self, trainer, pl_module):

@@ -21,8 +21,17 @@ class Recorder(pl.Callback):
         self.moms: list[float] = []
         self.losses: list[float] = []
         self.val: list[tuple[int, float]] = []
+        self._pending: list = []  # losses still on the device: read in bulk, not one sync per step
+
+    def _flush(self) -> None:
+        if self._pending:
+            import torch
+
+            self.losses.extend(torch.stack([t.float() for t in self._pending]).cpu().tolist())
+            self._pending = []
 
     def state_dict(self):
+        self._flush()
         return {"steps": self.steps, "lrs": self.lrs, "moms": self.moms, "losses": self.losses, "val": self.val}
 
     def load_state_dict(self, state):
@@ -38,9 +47,10 @@ class Recorder(pl.Callback):
         self.lrs.append([float(g["lr"]) for g in opt.param_groups])
         g = opt.param_groups[-1]
         self.moms.append(float(g["betas"][0] if "betas" in g else g.get("momentum", 0.0)))
-        self.losses.append(float(loss.detach()))
+        self._pending.append(loss.detach())
 
     def on_train_epoch_end(self, trainer, pl_module):
+        self._flush()
         # read after Lightning has reduced the epoch's metrics on every process (reading
         # callback_metrics earlier, in a validation hook, desynchronises DDP's collectives)
         v = trainer.callback_metrics.get("val/loss")
@@ -48,6 +58,7 @@ class Recorder(pl.Callback):
             self.val.append((trainer.global_step, float(v)))
 
     def on_fit_end(self, trainer, pl_module):
+        self._flush()
         if self.steps:
             save_figure(trainer, self.plot_lr(), "plot_lr")
             save_figure(trainer, self.plot_losses(), "plot_losses")

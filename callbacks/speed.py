@@ -22,13 +22,18 @@ def auto_precision(accelerator: str | None) -> str:
 class MemoryFormat(pl.Callback):
     """On a CUDA device: channels_last for convolutional models (weights and image batches) and
     ``cudnn.benchmark``. Turn either off with ``--memory.channels_last false`` /
-    ``--memory.cudnn_benchmark false``.
+    ``--memory.cudnn_benchmark false``. ``--memory.compile true`` compiles the network with
+    ``torch.compile`` (in place: checkpoints keep their keys; the first steps are slow while it
+    compiles, and on CPU it needs a C++ compiler).
     """
 
-    def __init__(self, channels_last: bool = True, cudnn_benchmark: bool = True):
-        self.channels_last, self.cudnn_benchmark = channels_last, cudnn_benchmark
+    def __init__(self, channels_last: bool = True, cudnn_benchmark: bool = True, compile: bool = False):
+        self.channels_last, self.cudnn_benchmark, self.compile = channels_last, cudnn_benchmark, compile
 
     def setup(self, trainer, pl_module, stage):
+        if self.compile and stage == "fit" and not getattr(pl_module, "_compiled", False):
+            pl_module.net.compile()  # nn.Module.compile: same parameters, same state_dict keys
+            pl_module._compiled = True
         if trainer.strategy.root_device.type != "cuda":
             return
         torch.backends.cudnn.benchmark = self.cudnn_benchmark

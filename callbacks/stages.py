@@ -195,7 +195,7 @@ class Stages(pl.Callback):
         self.started, self.head_lrs, self.found = k, [*self.head_lrs, lrs[-1]], [*self.found, found]
         if trainer.is_global_zero:
             print(f"[stages] {stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
-                  f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {trainer.datamodule.batch_size}", flush=True)
+                  f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
 
     def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> float:
         mults = [0.0 if v == 0 else 1.0 for v in stage_lrs(Stage(lr=1.0, freeze_to=stage.freeze_to), n_groups, 1.0, None)]

@@ -88,7 +88,9 @@ def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[
 
 
 def default_workers() -> int:
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
+    """Loader processes for this machine: the cores this process may use, less one, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, max(0, cores - 1))
 
 
 class BaseDataModule(pl.LightningDataModule):
@@ -100,13 +102,25 @@ class BaseDataModule(pl.LightningDataModule):
     Args:
         root: dataset folder in one of the task's real layouts; ``None`` uses the built-in sample.
         batch_size: samples per batch.
-        num_workers: loader processes; ``None`` follows the machine (cores - 1, at most 4).
+        num_workers: loader processes; ``None`` follows the machine (cores - 1, at most 8).
         seed: seed of the random validation split (where the layout has none).
         feedback: a feedback store written by ``serve.py`` (its folder or ``feedback.db``): the
             corrected examples join the training split (fine-tuning on the model's mistakes).
     """
 
     sample_name: str = ""
+    augment_on: str = "cpu"  # where training augmentation runs: cpu (loaders), gpu (batches), auto
+    batch_augment = None  # a BatchAugment the task runs on each training batch on its device
+
+    def device_augment(self) -> bool:
+        """Whether training augmentation runs on whole batches on the device (``augment_on``):
+        ``gpu`` always, ``cpu`` never, ``auto`` where the trainer runs on CUDA."""
+        if self.augment_on not in ("cpu", "gpu", "auto"):
+            raise DataError(f"--data.augment_on '{self.augment_on}': expected cpu, gpu or auto.")
+        if self.augment_on == "auto":
+            trainer = getattr(self, "trainer", None)
+            return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return self.augment_on == "gpu"
     feedback_task: str = ""  # the serving bundle task type whose corrections this data takes
 
     def __init__(self, root: str | None = None, batch_size: int = 8, num_workers: int | None = None, seed: int = 42, feedback: str | None = None):

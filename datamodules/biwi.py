@@ -20,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir
 from .biwi_sample import write_biwi_sample
 
@@ -148,6 +149,8 @@ class BiwiDataModule(BaseDataModule):
         valid_persons: person folders held out for validation (lesson: ``13``). Numbers are
             matched to folder names, so ``[1]`` (how YAML reads ``[01]``) means ``01``.
         augment: flips, small rotation and zoom, and lighting on the training split.
+        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
+            batches on the device, the point moved with the image) or ``auto`` (gpu when training on CUDA).
         predict_dir: folder of images for ``predict``.
         feedback: ``serve.py``'s feedback store: images with corrected points join the training split.
     """
@@ -164,13 +167,14 @@ class BiwiDataModule(BaseDataModule):
         valid_persons: list[str | int] = ("13",),
         seed: int = 42,
         augment: bool = True,
+        augment_on: str = "auto",
         predict_dir: str | None = None,
         feedback: str | None = None,
     ):
         super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
         self.valid_persons = self.person_names(valid_persons)
-        self.augment, self.predict_dir = augment, predict_dir
+        self.augment, self.augment_on, self.predict_dir = augment, augment_on, predict_dir
 
     @staticmethod
     def person_names(persons) -> list[str]:
@@ -188,7 +192,7 @@ class BiwiDataModule(BaseDataModule):
 
     # -- transforms ------------------------------------------------------------------
     def augmentation(self, train: bool) -> A.Compose | None:
-        if not (train and self.augment):
+        if not (train and self.augment) or self.batch_augment is not None:
             return None
         return A.Compose(
             [
@@ -270,6 +274,7 @@ class BiwiDataModule(BaseDataModule):
         items = {s: [it for p in split[s] for it in self.frames(root / p)] for s in stages}
         if "train" in items:  # corrections from serve.py: the point in the uploaded image's pixels
             items["train"] += [(ex.input, f"feedback/{ex.id}", (float(ex.correction["x"]), float(ex.correction["y"]))) for ex in self.feedback_examples()]
+        self.batch_augment = BatchAugment(padding="zeros", point_key="target") if self.augment and self.device_augment() else None
         for s, its in items.items():
             if not its:
                 raise DataError(f"{root}: the '{s}' persons {split[s]} hold no frames.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import albumentations as A
@@ -11,7 +13,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir, split_indices
+from .batch_augment import BatchAugment
+from .base import parse_size, BaseDataModule, DataError, cache_dir, read_rgb, require_dir, split_indices
 from .camvid_sample import write_camvid_sample
 
 SEGNET_CLASSES = [
@@ -38,28 +41,61 @@ class SegmentationDataset(Dataset):
 
     Args:
         items: (image path, mask path or None) pairs.
-        transform: albumentations pipeline applied to image and mask together.
+        transform: albumentations augmentation applied to the resized image and mask together.
         num_classes: masks with a value ``>= num_classes`` are an error naming the file.
+        size: (height, width) images and masks are resized to (area / nearest).
+        cache: folder for a one-time cache of the resized pairs (``.npz`` per image and size,
+            keyed by the files' modification times); decoding full-size PNGs then happens once.
     """
 
-    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int):
-        self.items, self.transform, self.num_classes = items, transform, num_classes
+    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int, size: tuple[int, int], cache: Path | None = None):
+        self.items, self.transform, self.num_classes, self.size, self.cache = items, transform, num_classes, size, cache
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         img_path, mask_path = self.items[i]
-        image = read_rgb(img_path)
-        out = {"name": img_path.name, "orig_size": torch.tensor(image.shape[:2])}
-        if mask_path is None:
+        image, mask, orig = self.load(i)
+        out = {"name": img_path.name, "orig_size": torch.tensor(orig)}
+        if mask is None:
             out["image"] = torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous()
             return out
-        mask = self.read_mask(mask_path, image.shape[:2])
         t = self.transform(image=image, mask=mask)
         out["image"] = torch.from_numpy(t["image"]).permute(2, 0, 1).contiguous()
         out["mask"] = torch.from_numpy(t["mask"]).long()
         return out
+
+    def load(self, i) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+        """The resized image, mask (or None) and the original (height, width); from the cache when there."""
+        img_path, mask_path = self.items[i]
+        cached = self.cache_file(img_path, mask_path) if self.cache is not None else None
+        if cached is not None and cached.is_file():
+            try:
+                with np.load(cached) as z:
+                    return z["image"], (z["mask"] if "mask" in z else None), tuple(int(v) for v in z["orig"])
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache file is rebuilt
+        image = read_rgb(img_path)
+        orig = image.shape[:2]
+        mask = self.read_mask(mask_path, orig) if mask_path is not None else None
+        h, w = self.size
+        if orig != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask is not None else None
+        if cached is not None:
+            arrays = {"image": image, "orig": np.array(orig)} | ({"mask": mask} if mask is not None else {})
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, cached)  # atomic: loader processes may race on the same file
+        return image, mask, orig
+
+    def cache_file(self, img_path: Path, mask_path: Path | None) -> Path:
+        stamp = [img_path.stat().st_mtime_ns] + ([mask_path.stat().st_mtime_ns] if mask_path is not None else [])
+        h, w = self.size
+        return self.cache / f"{h}x{w}" / f"{img_path.stem}-{'-'.join(map(str, stamp))}.npz"
 
     def read_mask(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         try:
@@ -88,6 +124,11 @@ class CamVidDataModule(BaseDataModule):
         size: (height, width) the images are resized to; multiples of 32 (U-Net).
         valid_pct: validation share where the layout gives no split.
         augment: flips, small affine, lighting on the training split.
+        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
+            batches on the device) or ``auto`` (gpu when training on CUDA).
+        cache_resized: decode and resize each image and mask once, keep them (per size) under
+            ``$LESSON3_CACHE/resized/`` and read them from there afterwards: full-size CamVid PNG
+            decoding is the loaders' bottleneck on a fast GPU.
         predict_dir: folder of images for ``predict`` (default: the validation images).
         void_class: name of the class ignored by loss and metrics (``Void``/``Unlabelled``).
         feedback: ``serve.py``'s feedback store: corrected masks join the training split.
@@ -105,14 +146,17 @@ class CamVidDataModule(BaseDataModule):
         valid_pct: float = 0.2,
         seed: int = 42,
         augment: bool = True,
+        augment_on: str = "auto",
+        cache_resized: bool = False,
         predict_dir: str | None = None,
         void_class: str | None = None,
         feedback: str | None = None,
     ):
         super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
-        self.valid_pct, self.augment, self.predict_dir = valid_pct, augment, predict_dir
+        self.valid_pct, self.augment, self.augment_on, self.predict_dir = valid_pct, augment, augment_on, predict_dir
         self._void_class = void_class
+        self.cache_resized = cache_resized
         self._classes: list[str] | None = None
 
     @staticmethod
@@ -166,8 +210,8 @@ class CamVidDataModule(BaseDataModule):
     # -- transforms ----------------------------------------------------------
     def transform(self, train: bool) -> A.Compose:
         h, w = self.size
-        ops = [A.Resize(h, w, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST)]
-        if train and self.augment:
+        ops = []  # the dataset resizes (and caches) first
+        if train and self.augment and self.batch_augment is None:
             ops += [
                 A.HorizontalFlip(p=0.5),
                 A.Affine(scale=(1.0, 1.1), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101, p=0.75),
@@ -175,11 +219,19 @@ class CamVidDataModule(BaseDataModule):
             ]
         return A.Compose(ops)
 
+    @property
+    def resized_cache(self) -> Path | None:
+        """This root's folder of resized pairs (``cache_resized``), else None."""
+        if not self.cache_resized:
+            return None
+        key = hashlib.sha1(str(self.root_path.resolve()).encode()).hexdigest()[:12]
+        return cache_dir() / "resized" / f"camvid-{key}"
+
     def set_size(self, size) -> None:
         """Change the input size (progressive resizing); loaders built afterwards use it."""
         self.size = self.check_size(size)
         for stage, ds in self.datasets.items():
-            ds.transform = self.transform(stage == "train")
+            ds.transform, ds.size = self.transform(stage == "train"), self.size
 
     # -- items ---------------------------------------------------------------
     def _pairs(self, img_dir: Path, label_for) -> list[tuple[Path, Path]]:
@@ -233,12 +285,13 @@ class CamVidDataModule(BaseDataModule):
                 raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, valid.txt and --data.valid_pct.")
             self._check_sizes(items[s])
         self.void_index  # noqa: B018 - validates --data.void_class early
+        self.batch_augment = BatchAugment(mask_key="mask") if self.augment and self.device_augment() else None
         for s in ("train", "valid", "test"):
-            self.datasets[s] = SegmentationDataset(items[s], self.transform(s == "train"), self.num_classes)
+            self.datasets[s] = SegmentationDataset(items[s], self.transform(s == "train"), self.num_classes, self.size, self.resized_cache)
         if stage == "predict":
             if self.predict_dir:
                 folder = require_dir(Path(self.predict_dir).expanduser(), "--data.predict_dir")
                 pred = [(p, None) for p in list_images(folder)]
             else:
                 pred = [(img, None) for img, _ in items["valid"]]
-            self.datasets["predict"] = SegmentationDataset(pred, self.transform(False), self.num_classes)
+            self.datasets["predict"] = SegmentationDataset(pred, self.transform(False), self.num_classes, self.size, self.resized_cache)

@@ -24,6 +24,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
+from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir, split_indices
 from .planet_sample import write_planet_sample
 
@@ -127,6 +128,8 @@ class PlanetDataModule(BaseDataModule):
         valid_pct: seeded random validation share (the lesson: 0.2, seed 42); ``test`` uses it too.
         classes: the tag list (default: the 17 Kaggle tags, alphabetical).
         augment: augment the training split.
+        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
+            batches on the device) or ``auto`` (gpu when training on CUDA).
         max_rotate: degrees of the small extra rotation (fastai's default 10).
         max_lighting: brightness and contrast change.
         max_zoom: largest zoom-in factor.
@@ -150,6 +153,7 @@ class PlanetDataModule(BaseDataModule):
         seed: int = 42,
         classes: list[str] | None = None,
         augment: bool = True,
+        augment_on: str = "auto",
         max_rotate: float = 10.0,
         max_lighting: float = 0.1,
         max_zoom: float = 1.05,
@@ -161,6 +165,7 @@ class PlanetDataModule(BaseDataModule):
         self.size = self.check_size(size)
         self.valid_pct, self.augment, self.predict_dir, self.skip_unreadable = valid_pct, augment, predict_dir, skip_unreadable
         self.max_rotate, self.max_lighting, self.max_zoom = max_rotate, max_lighting, max_zoom
+        self.augment_on = augment_on
         self._classes = list(classes) if classes else list(PLANET_TAGS)
         dup = sorted({c for c in self._classes if self._classes.count(c) > 1})
         if dup:
@@ -199,7 +204,7 @@ class PlanetDataModule(BaseDataModule):
     def transform(self, train: bool) -> A.Compose:
         h, w = self.size
         ops = [A.Resize(h, w, interpolation=cv2.INTER_AREA)]
-        if train and self.augment:
+        if train and self.augment and self.batch_augment is None:
             # the 8 symmetries of a square; a rectangle keeps its shape with the 4 flips
             ops += [A.D4(p=1.0)] if h == w else [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
             ops += [
@@ -208,11 +213,21 @@ class PlanetDataModule(BaseDataModule):
             ]
         return A.Compose(ops)
 
+    def make_batch_augment(self) -> BatchAugment:
+        """The same augmentation on whole batches on the device."""
+        h, w = self.size
+        return BatchAugment(
+            flip_h=True, flip_v=True, transpose=h == w, max_rotate=self.max_rotate, zoom=(1.0, self.max_zoom),
+            max_lighting=self.max_lighting,
+        )
+
     def set_size(self, size) -> None:
         """Change the input size (progressive resizing); loaders built afterwards use it."""
         self.size = self.check_size(size)
         for stage, ds in self.datasets.items():
             ds.transform, ds.size = self.transform(stage == "train"), self.size
+        if self.batch_augment is not None:
+            self.batch_augment = self.make_batch_augment()  # a rectangle loses the transposes
 
     # -- items -----------------------------------------------------------------
     def _labelled(self) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -266,6 +281,7 @@ class PlanetDataModule(BaseDataModule):
                 self.datasets["predict"] = PlanetDataset(paths, None, self.transform(False), self.size)
                 return
         paths, targets, sources = self._labelled()
+        self.batch_augment = self.make_batch_augment() if self.augment and self.device_augment() else None
         tr, va = split_indices(len(paths), self.valid_pct, self.seed)
         for s, idx in (("train", tr), ("valid", va), ("test", va)):
             self.datasets[s] = PlanetDataset([paths[i] for i in idx], targets[idx], self.transform(s == "train"), self.size, [sources[i] for i in idx])

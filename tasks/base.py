@@ -82,6 +82,10 @@ class BaseTask(pl.LightningModule):
             super().log_dict(*args, **kwargs)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
+        trainer = self._trainer
+        augment = getattr(getattr(trainer, "datamodule", None), "batch_augment", None)
+        if augment is not None and trainer.training and isinstance(batch, dict):
+            batch = augment(batch)  # the datamodule's augmentation, on whole batches on the device
         if self.channels_last and isinstance(batch, dict):
             batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v for k, v in batch.items()}
         return batch

@@ -185,3 +185,32 @@ def test_valid_txt_names_unknown_file(tmp_path):
 def test_size_not_multiple_of_32(size):
     with pytest.raises(DataError, match=r"--data.size .*multiple of 32"):
         CamVidDataModule(size=size)
+
+
+def test_resized_cache_gives_the_same_items_and_follows_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("LESSON3_CACHE", str(tmp_path / "cache"))
+    root = write_fastai(tmp_path / "camvid", hw=(96, 128))
+    plain = CamVidDataModule(root=str(root), size=(64, 96), augment=False, num_workers=0)
+    cached = CamVidDataModule(root=str(root), size=(64, 96), augment=False, num_workers=0, cache_resized=True)
+    for dm in (plain, cached):
+        dm.setup("fit")
+    for i in range(len(plain.datasets["train"])):
+        a, b = plain.datasets["train"][i], cached.datasets["train"][i]  # b: written to the cache
+        c = cached.datasets["train"][i]  # read back from it
+        for x in (b, c):
+            assert torch.equal(a["image"], x["image"]) and torch.equal(a["mask"], x["mask"])
+            assert a["orig_size"].tolist() == x["orig_size"].tolist() == [96, 128]
+    files = sorted((cached.resized_cache / "64x96").glob("*.npz"))
+    assert len(files) == len(cached.datasets["train"])
+    # progressive resizing: a second size has its own entries
+    cached.set_size((32, 64))
+    assert cached.datasets["train"][0]["image"].shape == (3, 32, 64)
+    assert len(list((cached.resized_cache / "32x64").glob("*.npz"))) == 1
+    # a changed label file is read again, not served stale from the cache
+    img, lab = cached.datasets["train"].items[0]
+    new = np.zeros((96, 128), np.uint8)
+    Image.fromarray(new).save(lab)
+    import os
+
+    os.utime(lab, ns=(1, 1))
+    assert int(cached.datasets["train"][0]["mask"].max()) == 0
