@@ -97,8 +97,8 @@ def main() -> None:
             vl = f"{v['val_loss']:.4f}" if v["val_loss"] is not None else "-"
             rel = f"{v['val_loss'] / best:.2f}x" if v["val_loss"] is not None and best else "-"
             print(f"  {name:14s} {lr:>9s} {vl:>9s} {rel:>8s}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))  # after each task: partial results survive
     print(f"\nwritten {args.out}")
 
 
