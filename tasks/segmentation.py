@@ -51,8 +51,13 @@ class SegmentationTask(BaseTask):
         x, y = batch["image"], batch["mask"]
         logits = self(x)
         loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
-        preds = logits.argmax(1)
-        self.stage_metrics(stage).update(preds, y)
+        if stage == "train":
+            # estimated on every other row and column (a quarter of the pixels): the argmax and the
+            # confusion counts over every pixel cost ~5% of a training step; val/test are exact
+            self.stage_metrics(stage).update(logits.detach()[:, :, ::2, ::2].argmax(1), y[:, ::2, ::2])
+        else:
+            preds = logits.argmax(1)
+            self.stage_metrics(stage).update(preds, y)
         self.log_stage(stage, loss, x.shape[0])
         if keep_example:
             self.example = {"image": x[:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].cpu()}
