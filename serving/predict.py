@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .batching import MicroBatcher
 from .bundle import Bundle
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -87,7 +88,8 @@ def png_base64(array: np.ndarray) -> str:
 
 
 class Predictor:
-    """Runs a :class:`Bundle` on one input at a time (a lock keeps CPU threads from competing).
+    """Runs a :class:`Bundle`: one forward pass at a time (a lock keeps CPU threads from
+    competing); images that arrive together are batched (:class:`MicroBatcher`).
 
     Args:
         bundle: the loaded bundle.
@@ -99,6 +101,7 @@ class Predictor:
         self.meta = bundle.meta
         self.device = next(bundle.net.parameters()).device
         self._lock = threading.Lock()
+        self.images = MicroBatcher(self._run, max_batch=16)  # inputs of one size: batchable
 
     # -- inputs -------------------------------------------------------------------
     def image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
@@ -130,7 +133,7 @@ class Predictor:
         task = self.meta["task"]
         if task == "text":
             raise InputError(422, "this model reads text, not images: POST JSON {\"text\": ...}.")
-        out = self._run(self.image_tensor(rgb))
+        out = self.images(self.image_tensor(rgb))
         H, W = rgb.shape[:2]
         if task == "multilabel":
             return self._tags(torch.sigmoid(out[0]).cpu())

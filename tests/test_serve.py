@@ -578,3 +578,54 @@ def test_page_in_headless_chromium(server, bundles, chrome, tmp_path):
     mask = np.asarray(Image.open(ex.file("mask")))
     road = store.classes.index("Road")
     assert mask.shape == (h, w) and (mask == road).mean() > 0.3 and mask[h // 2, w // 2] == road
+
+
+def test_micro_batcher_batches_concurrent_callers_and_shares_errors():
+    from serving.batching import MicroBatcher
+
+    def slow_double(x):
+        time.sleep(0.05)
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x * 2
+
+    mb = MicroBatcher(slow_double, max_batch=8)
+    results, barrier = {}, threading.Barrier(12)
+
+    def call(i):
+        barrier.wait()
+        results[i] = mb(torch.full((1, 3), float(i)))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(results[i], torch.full((1, 3), 2.0 * i)) for i in range(12))  # each its own row
+    assert sum(mb.batch_sizes) == 12 and max(mb.batch_sizes) > 1 and max(mb.batch_sizes) <= 8
+    assert mb(torch.ones(1, 3)).tolist() == [[2.0, 2.0, 2.0]]  # alone: a batch of one, at once
+    with pytest.raises(ValueError, match="negative"):
+        mb(-torch.ones(1, 3))
+    assert mb(torch.ones(1, 3)).sum() == 6  # still serving after an error
+
+
+def test_concurrent_requests_are_batched_with_the_same_answers(clients):
+    c = clients["biwi"]
+    images = [jpeg(seed=i) for i in range(8)]
+    alone = [c.post("/predict", files=upload(img)).json() for img in images]
+    answers, barrier = {}, threading.Barrier(len(images))
+
+    def call(i):
+        barrier.wait()
+        answers[i] = c.post("/predict", files=upload(images[i])).json()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(len(images)):
+        assert answers[i]["x"] == pytest.approx(alone[i]["x"], abs=0.05) and answers[i]["y"] == pytest.approx(alone[i]["y"], abs=0.05)
+    sizes = c.app.state.predictor.images.batch_sizes
+    print("batch sizes under 8 concurrent requests:", sizes[-8:])
+    assert sum(sizes) >= 16  # every image went through the batcher
