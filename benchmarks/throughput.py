@@ -42,6 +42,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from callbacks import MemoryFormat, Recorder, Stage, Stages  # noqa: E402
 from callbacks.schedule import one_cycle  # noqa: E402
+from tasks.planet import PlanetTask  # noqa: E402
+from tasks.pointreg import PointRegressionTask  # noqa: E402
+from tasks.segmentation import SegmentationTask  # noqa: E402
+from tasks.text import TextClassificationTask  # noqa: E402
 from train import cli_main  # noqa: E402
 
 
@@ -98,16 +102,15 @@ def device_augment_rate(dm, batch: dict, device: torch.device, reps: int) -> flo
 # -- (b) step rate: project vs raw -------------------------------------------------
 def raw_loss(task, batch: dict) -> torch.Tensor:
     """The task's training loss with nothing else: no metrics, no logging."""
-    name = type(task).__name__
-    if name == "SegmentationTask":
+    if isinstance(task, SegmentationTask):
         return F.cross_entropy(task.net(batch["image"]), batch["mask"], ignore_index=task.ignore_index)
-    if name == "PlanetTask":
+    if isinstance(task, PlanetTask):
         return F.binary_cross_entropy_with_logits(task.net(batch["image"]).float(), batch["target"].float())
-    if name == "PointRegressionTask":
+    if isinstance(task, PointRegressionTask):
         return F.mse_loss(task.net(batch["image"]).float(), batch["target"])
-    if name == "TextClassificationTask":
+    if isinstance(task, TextClassificationTask):
         return F.cross_entropy(task(batch["input_ids"], batch["attention_mask"]), batch["label"])
-    raise SystemExit(f"no raw loop for {name}")
+    raise SystemExit(f"no raw loop for {type(task).__name__}")
 
 
 class Batches:
@@ -145,19 +148,20 @@ class StepTimer(pl.Callback):
         return self.n / (self.t1 - self.t0) if self.n else float("nan")
 
 
-def trainer_kwargs(args, precision: str) -> dict:
-    return dict(
-        accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, precision=precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=args.progress_bar, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir="/tmp/throughput",
+def project_trainer(task, args, precision: str, epochs: int, timer: pl.Callback, **kw) -> pl.Trainer:
+    """The project's training path: one unfrozen one-cycle stage, Recorder, MemoryFormat; no
+    validation, checkpoints or pictures (they are not part of a training step)."""
+    callbacks = [Stages([Stage(epochs=epochs, lr=float(task.lr), freeze_to=0)]), Recorder(), args.memory, timer]
+    return pl.Trainer(
+        max_epochs=epochs, callbacks=callbacks, accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
+        precision=precision, logger=False, enable_checkpointing=False, enable_progress_bar=args.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir="/tmp/throughput", **kw,
     )
 
 
 def project_steps(task, batches: list, args, precision: str) -> float:
     timer = StepTimer(args.warmup)
-    callbacks = [Stages([Stage(epochs=1, lr=float(task.lr), freeze_to=0)]), Recorder(), MemoryFormat(), timer]
-    trainer = pl.Trainer(max_epochs=1, callbacks=callbacks, **trainer_kwargs(args, precision))
-    trainer.fit(task, train_dataloaders=Batches(batches))
+    project_trainer(task, args, precision, 1, timer).fit(task, train_dataloaders=Batches(batches))
     return timer.rate
 
 
@@ -165,10 +169,10 @@ def raw_steps(task, batches: list, args, precision: str) -> float:
     device = torch.device(args.device)
     task = task.to(device).train()
     conv = any(isinstance(m, torch.nn.Conv2d) for m in task.modules())
-    channels_last = device.type == "cuda" and conv and not args.no_channels_last
+    channels_last = device.type == "cuda" and conv and args.memory.channels_last  # as the task's config says
     if channels_last:
         task = task.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = args.memory.cudnn_benchmark
     groups = [{"params": g, "lr": task.lr} for g in task.layer_groups() if g]
     opt = torch.optim.AdamW(groups, lr=task.lr, weight_decay=task.weight_decay)
     sched = one_cycle(opt, [task.lr] * len(groups), len(batches), task.pct_start)
@@ -214,9 +218,7 @@ class EpochTimer(pl.Callback):
 def epoch_time(task, dm, args, precision: str, workers: int) -> dict:
     dm.num_workers = workers
     timer = EpochTimer()
-    callbacks = [Stages([Stage(epochs=2, lr=float(task.lr), freeze_to=0)]), Recorder(), MemoryFormat(), timer]
-    trainer = pl.Trainer(max_epochs=2, callbacks=callbacks, limit_train_batches=args.epoch_batches, **trainer_kwargs(args, precision))
-    trainer.fit(task, datamodule=dm)
+    project_trainer(task, args, precision, 2, timer, limit_train_batches=args.epoch_batches).fit(task, datamodule=dm)
     (first, _), (seconds, samples) = timer.epochs[0], timer.epochs[-1]  # the second: workers already up
     return {"workers": workers, "seconds": seconds, "samples": samples, "samples_per_s": samples / seconds, "first_epoch_s": first}
 
@@ -238,7 +240,7 @@ def main() -> None:
     ap.add_argument("--precision", default=None, help="default: the CLI's (bf16/16 mixed on GPU, 32 on CPU)")
     ap.add_argument("--no_channels_last", action="store_true")
     ap.add_argument("--progress_bar", action="store_true", help="keep Lightning's progress bar on in (b) and (c)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the network for (b) and (c), both loops")
+    ap.add_argument("--compile", action="store_true", help="--memory.compile true: torch.compile the network (both loops)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     cuda = args.device == "cuda"
@@ -254,13 +256,14 @@ def main() -> None:
         cli_args += ["--trainer.precision", args.precision]
     if args.no_channels_last:
         cli_args += ["--memory.channels_last", "false"]
+    if args.compile:  # MemoryFormat compiles the net in place at the first fit; the raw loop then shares it
+        cli_args += ["--memory.compile", "true"]
     cli = cli_main([*cli_args, *extra], run=False)
     precision = str(cli.trainer.precision)
+    args.memory = next((cb for cb in cli.trainer.callbacks if isinstance(cb, MemoryFormat)), MemoryFormat())
     task, dm = cli.model, cli.datamodule
     dm.trainer = cli.trainer  # augment_on=auto follows the trainer's device
     dm.setup("fit")
-    if args.compile:
-        task.net.compile()  # in place, as --memory.compile does
     init = copy.deepcopy(task.state_dict())
     workers = args.workers if args.workers is not None else sorted({0, dm.num_workers})
     print(f"{args.task} on {args.device} ({torch.cuda.get_device_name() if cuda else os.cpu_count()} "

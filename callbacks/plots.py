@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from tasks.pictures import pyplot
 
@@ -25,8 +26,6 @@ class Recorder(pl.Callback):
 
     def _flush(self) -> None:
         if self._pending:
-            import torch
-
             self.losses.extend(torch.stack([t.float() for t in self._pending]).cpu().tolist())
             self._pending = []
 

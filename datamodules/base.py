@@ -121,6 +121,16 @@ class BaseDataModule(pl.LightningDataModule):
             trainer = getattr(self, "trainer", None)
             return trainer is not None and trainer.strategy.root_device.type == "cuda"
         return self.augment_on == "gpu"
+
+    def make_batch_augment(self):
+        """This dataset's ``BatchAugment`` (masks/points named), or None where it has none."""
+        return None
+
+    def choose_batch_augment(self) -> None:
+        """Call in ``setup`` before building the transforms: sets ``batch_augment`` where training
+        augmentation runs on the device (the loaders then only decode and resize)."""
+        on = getattr(self, "augment", False) and self.device_augment()
+        self.batch_augment = self.make_batch_augment() if on else None
     feedback_task: str = ""  # the serving bundle task type whose corrections this data takes
 
     def __init__(self, root: str | None = None, batch_size: int = 8, num_workers: int | None = None, seed: int = 42, feedback: str | None = None):

@@ -58,11 +58,16 @@ class BatchAugment(nn.Module):
         self.max_lighting, self.p_lighting = max_lighting, p_lighting
         self.padding, self.mask_key, self.point_key = padding, mask_key, point_key
 
+    @staticmethod
+    def _uniform(b: int, device, generator: torch.Generator | None) -> torch.Tensor:
+        """b draws in [0, 1), on the CPU (so that a CPU generator seeds them) then moved."""
+        return torch.rand(b, generator=generator).to(device)
+
     def matrices(self, b: int, h: int, w: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
         """B x 2 x 2 maps from output to input coordinates (normalised, no translation)."""
 
-        def rand(*shape):
-            return torch.rand(*shape, generator=generator, device="cpu").to(device)
+        def rand(n):
+            return self._uniform(n, device, generator)
 
         m = torch.eye(2, device=device).repeat(b, 1, 1)
         if self.transpose:
@@ -99,12 +104,9 @@ class BatchAugment(nn.Module):
             p = batch[self.point_key]
             out[self.point_key] = (torch.linalg.inv(a) @ p.float()[..., None])[..., 0].to(p.dtype)
         if self.max_lighting > 0 and self.p_lighting > 0:
-            def rand(*shape):
-                return torch.rand(*shape, generator=generator, device="cpu").to(x.device)
-
-            on = (rand(b) < self.p_lighting).float()
-            contrast = 1 + (rand(b) * 2 - 1) * self.max_lighting * on
-            bright = (rand(b) * 2 - 1) * self.max_lighting * on
+            on = (self._uniform(b, x.device, generator) < self.p_lighting).float()
+            contrast = 1 + (self._uniform(b, x.device, generator) * 2 - 1) * self.max_lighting * on
+            bright = (self._uniform(b, x.device, generator) * 2 - 1) * self.max_lighting * on
             x = (x * contrast.view(b, 1, 1, 1) + bright.view(b, 1, 1, 1)).clamp_(0, 1)
         out["image"] = x
         return out

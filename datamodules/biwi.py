@@ -203,6 +203,9 @@ class BiwiDataModule(BaseDataModule):
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
         )
 
+    def make_batch_augment(self) -> BatchAugment:
+        return BatchAugment(padding="zeros", point_key="target")  # constant border, as on the CPU
+
     def set_size(self, size) -> None:
         """Change the input size (progressive resizing); loaders built afterwards use it."""
         self.size = self.check_size(size)
@@ -274,7 +277,7 @@ class BiwiDataModule(BaseDataModule):
         items = {s: [it for p in split[s] for it in self.frames(root / p)] for s in stages}
         if "train" in items:  # corrections from serve.py: the point in the uploaded image's pixels
             items["train"] += [(ex.input, f"feedback/{ex.id}", (float(ex.correction["x"]), float(ex.correction["y"]))) for ex in self.feedback_examples()]
-        self.batch_augment = BatchAugment(padding="zeros", point_key="target") if self.augment and self.device_augment() else None
+        self.choose_batch_augment()
         for s, its in items.items():
             if not its:
                 raise DataError(f"{root}: the '{s}' persons {split[s]} hold no frames.")

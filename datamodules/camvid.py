@@ -219,6 +219,9 @@ class CamVidDataModule(BaseDataModule):
             ]
         return A.Compose(ops)
 
+    def make_batch_augment(self) -> BatchAugment:
+        return BatchAugment(mask_key="mask")
+
     @property
     def resized_cache(self) -> Path | None:
         """This root's folder of resized pairs (``cache_resized``), else None."""
@@ -285,7 +288,7 @@ class CamVidDataModule(BaseDataModule):
                 raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, valid.txt and --data.valid_pct.")
             self._check_sizes(items[s])
         self.void_index  # noqa: B018 - validates --data.void_class early
-        self.batch_augment = BatchAugment(mask_key="mask") if self.augment and self.device_augment() else None
+        self.choose_batch_augment()
         for s in ("train", "valid", "test"):
             self.datasets[s] = SegmentationDataset(items[s], self.transform(s == "train"), self.num_classes, self.size, self.resized_cache)
         if stage == "predict":

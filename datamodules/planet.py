@@ -281,7 +281,7 @@ class PlanetDataModule(BaseDataModule):
                 self.datasets["predict"] = PlanetDataset(paths, None, self.transform(False), self.size)
                 return
         paths, targets, sources = self._labelled()
-        self.batch_augment = self.make_batch_augment() if self.augment and self.device_augment() else None
+        self.choose_batch_augment()
         tr, va = split_indices(len(paths), self.valid_pct, self.seed)
         for s, idx in (("train", tr), ("valid", va), ("test", va)):
             self.datasets[s] = PlanetDataset([paths[i] for i in idx], targets[idx], self.transform(s == "train"), self.size, [sources[i] for i in idx])
