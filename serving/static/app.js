@@ -68,6 +68,19 @@ function loadImage(file) {
   });
 }
 
+function shown(message) {
+  render();
+  status(message, "ok");
+  $("wrong").hidden = false;
+  $("result").dataset.state = "done";
+  document.body.dataset.state = "predicted";
+}
+
+function failed(e) {
+  $("result").dataset.state = "error";
+  status(e.message, "error");
+}
+
 async function predictImage(file) {
   S.file = file; S.result = null; S.ids = S.fixIds = S.point = S.maskFile = null;
   $("fix").hidden = true; $("wrong").hidden = true;
@@ -80,14 +93,9 @@ async function predictImage(file) {
     S.img = img; S.result = result;
     if (S.info.task === "segmentation") S.ids = await decodeMask(result.mask_png, result.width, result.height);
     $("view").hidden = false;
-    render();
-    status(`Prediction for ${file.name}.`, "ok");
-    $("wrong").hidden = false;
-    $("result").dataset.state = "done";
-    document.body.dataset.state = "predicted";
+    shown(`Prediction for ${file.name}.`);
   } catch (e) {
-    $("result").dataset.state = "error";
-    status(e.message, "error");
+    failed(e);
   }
 }
 
@@ -98,14 +106,9 @@ async function predictText(text) {
   try {
     S.result = await api("/predict", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }) });
     $("view").hidden = false; $("stage").hidden = true;
-    render();
-    status("Prediction for the review.", "ok");
-    $("wrong").hidden = false;
-    $("result").dataset.state = "done";
-    document.body.dataset.state = "predicted";
+    shown("Prediction for the review.");
   } catch (e) {
-    $("result").dataset.state = "error";
-    status(e.message, "error");
+    failed(e);
   }
 }
 
