@@ -170,10 +170,11 @@ class CamVidDataModule(BaseDataModule):
     @property
     def layout(self) -> str:
         root = self.root_path
-        if (root / "codes.txt").is_file() or (root / "images").is_dir():
-            return "fastai"
+        # folders decide: a SegNet folder may also hold a codes.txt naming its classes
         if (root / "train").is_dir() and (root / "trainannot").is_dir():
             return "segnet"
+        if (root / "codes.txt").is_file() or (root / "images").is_dir():
+            return "fastai"
         raise DataError(
             f"{root}: not a CamVid folder. Expected the fastai layout (images/, labels/, codes.txt) "
             "or the SegNet layout (train/, trainannot/, val/, valannot/, test/, testannot/)."
@@ -182,8 +183,8 @@ class CamVidDataModule(BaseDataModule):
     @property
     def classes(self) -> list[str]:
         if self._classes is None:
-            if self.layout == "fastai":
-                codes = self.root_path / "codes.txt"
+            codes = self.root_path / "codes.txt"
+            if self.layout == "fastai" or codes.is_file():
                 if not codes.is_file():
                     raise DataError(f"{codes}: missing (class names, one a line).")
                 self._classes = [c.strip() for c in codes.read_text().splitlines() if c.strip()]
@@ -273,6 +274,9 @@ class CamVidDataModule(BaseDataModule):
             return split
         split = {}
         for stage, folder in (("train", "train"), ("valid", "val"), ("test", "test")):
+            if stage == "test" and not (root / folder).exists():
+                split[stage] = []  # withheld (e.g. a train+val copy): only `test` needs it
+                continue
             img_dir = require_dir(root / folder, f"SegNet CamVid {folder} images")
             ann_dir = require_dir(root / f"{folder}annot", f"SegNet CamVid {folder} annotations")
             split[stage] = self._pairs(img_dir, lambda p, a=ann_dir: a / p.name)
