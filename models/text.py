@@ -118,6 +118,19 @@ def split_encoder(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
     return lower, high
 
 
+def _tensors(path: Path) -> dict:
+    """A torch file's contents, weights only (a pickle holding code is refused, one line)."""
+    from .registry import UnsafeFileError, load_tensors
+
+    try:
+        out = load_tensors(path)
+    except UnsafeFileError as e:
+        raise WeightsUnavailableError(str(e)) from None
+    if not isinstance(out, dict):
+        raise WeightsUnavailableError(f"{path}: holds a {type(out).__name__}, not a state dict or Lightning checkpoint.")
+    return out
+
+
 def encoder_state_from(path: str | os.PathLike, reference: nn.Module) -> dict[str, torch.Tensor]:
     """Encoder weights from a ``save_pretrained`` folder or a Lightning checkpoint of either stage.
 
@@ -134,17 +147,18 @@ def encoder_state_from(path: str | os.PathLike, reference: nn.Module) -> dict[st
             if f.suffix == ".safetensors":
                 from safetensors.torch import load_file
 
-                state.update(load_file(str(f)))
+                try:
+                    state.update(load_file(str(f)))
+                except Exception as e:  # noqa: BLE001 - a corrupt file is one message
+                    raise WeightsUnavailableError(f"{f}: unreadable safetensors file ({type(e).__name__}: {' '.join(str(e).split())[:160]}).") from None
             else:
-                state.update(torch.load(f, map_location="cpu", weights_only=True))
+                state.update(_tensors(f))
     elif path.is_file():
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise WeightsUnavailableError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}).") from e
+        ckpt = _tensors(path)
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
     else:
         raise WeightsUnavailableError(f"{path}: --model.init_args.encoder_ckpt does not exist (give stage 1's <run>/encoder folder or a .ckpt).")
+    state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
     own = reference.state_dict()
     anchor = next(k for k in own if "embeddings" in k)  # e.g. embeddings.word_embeddings.weight
     prefixes = sorted({k[: -len(anchor)] for k in state if k.endswith(anchor)}, key=len)

@@ -2,41 +2,59 @@
 
 ``create_app(bundle)`` loads the bundle once; image tasks take a multipart upload named
 ``file``, IMDB takes JSON ``{"text": ...}``. Every refused request is a 4xx JSON answer
-``{"error": "..."}``; bodies over ``max_bytes`` are refused with 413 before they are parsed.
+``{"error": "..."}``; bodies over ``max_bytes`` are refused with 413 before they are parsed,
+JSON over ``limits.MAX_JSON_BYTES`` or nested over ``limits.MAX_JSON_DEPTH`` levels too, and
+images over ``max_pixels`` before they are decoded (memory: ``images.py``). ``/feedback`` takes an
+``Idempotency-Key`` header (or field ``idempotency_key``): a retried correction is stored once.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .bundle import load_bundle
-from .feedback import FeedbackStore
-from .limits import BodyLimit, BodyTooLarge
-from .predict import DEFAULT_MAX_PIXELS, InputError, Predictor, decode_image, png_bytes
+from .feedback import FeedbackStore, KeyReused
+from .limits import BodyLimit, BodyTooLarge, JsonLimit, TooLarge, parse_json
+from .predict import DEFAULT_MAX_PIXELS, InputError, Predictor, png_bytes
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_TEXT_CHARS = 100_000
+MAX_CORRECTION_BYTES = 64 * 1024
+KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds characters that are not valid Unicode (lone surrogates)") from None
+    return text
 
 
 # -- request / response schemas (OpenAPI) -------------------------------------------------
 class TextIn(BaseModel):
     text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
 
+    _valid = field_validator("text")(_utf8)
+
 
 class TextFeedback(BaseModel):
     text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
-    label: str = Field(..., description="the right label, one of the classes")
+    label: str = Field(..., description="the right label, one of the classes", max_length=200)
+    idempotency_key: str | None = Field(None, description="the same key on a retry stores the correction once (or header Idempotency-Key)", max_length=255)
+
+    _valid = field_validator("text")(_utf8)
 
 
 class TagScore(BaseModel):
@@ -83,6 +101,7 @@ class FeedbackAnswer(BaseModel):
     id: int
     input: str
     count: int
+    replayed: bool = Field(False, description="true: this idempotency key was stored before; nothing new was stored")
 
 
 ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointAnswer, "text": TextAnswer}
@@ -90,6 +109,32 @@ ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointA
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
+
+
+def _idempotency_key(header: str | None, field: str | None) -> str | None:
+    if header is not None and field is not None and header != field:
+        raise InputError(422, "the Idempotency-Key header and field 'idempotency_key' differ; send one key.")
+    key = header if header is not None else field
+    if key is not None and not KEY_PATTERN.fullmatch(key):
+        raise InputError(422, "an idempotency key is 1 to 255 printable ASCII characters without spaces (e.g. a UUID).")
+    return key
+
+
+def _stored(store: FeedbackStore, example) -> JSONResponse:
+    body = {"id": example.id, "input": example.input.name, "count": store.count(), "replayed": example.replayed}
+    return JSONResponse(status_code=200 if example.replayed else 201, content=body)
+
+
+def _correction(text: str) -> dict:
+    try:
+        corr = parse_json(text or "{}", "field 'correction'", max_bytes=MAX_CORRECTION_BYTES)
+    except TooLarge as e:
+        raise InputError(413, str(e)) from None
+    except ValueError as e:
+        raise InputError(422, str(e)) from None
+    if not isinstance(corr, dict):
+        raise InputError(422, "field 'correction' must be a JSON object.")
+    return corr
 
 
 def _validation_message(exc: RequestValidationError, task: str) -> str:
@@ -130,11 +175,16 @@ def create_app(
         version="1",
     )
     app.state.bundle, app.state.predictor, app.state.store = bundle, predictor, store
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(JsonLimit)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)  # outermost: a declared oversize body is refused first
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError):
         return _error(exc.status, exc.message)
+
+    @app.exception_handler(KeyReused)
+    async def _key_reused(request: Request, exc: KeyReused):
+        return _error(422, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -181,61 +231,65 @@ def create_app(
             return predictor.predict_text(body.text)
 
         @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
-        def feedback_text(body: TextFeedback):
+        def feedback_text(body: TextFeedback, idempotency_key: str | None = Header(None, description="a retry with the same key stores nothing new")):
             """Store the right label of a review the model got wrong."""
+            key = _idempotency_key(idempotency_key, body.idempotency_key)
             if body.label not in classes:
                 raise InputError(422, f"label '{body.label}' is not one of {classes}.")
-            prediction = predictor.predict_text(body.text)
-            ex = store.add(body.text.encode("utf-8"), ".txt", {"label": body.label}, prediction)
-            return {"id": ex.id, "input": ex.input.name, "count": store.count()}
+            data, corr = body.text.encode("utf-8"), {"label": body.label}
+            if key is not None and (found := store.find(key, store.fingerprint(data, corr))) is not None:
+                return _stored(store, found)
+            return _stored(store, store.add(data, ".txt", corr, predictor.predict_text(body.text), key=key))
 
         return app
 
     @app.post("/predict", response_model=answer, response_model_by_alias=True)
     def predict_image(file: UploadFile = File(..., description="the image (JPEG, PNG...)")):
         """Prediction for an uploaded image."""
-        return predictor.predict_image(file.file.read())
+        return predictor.predict_image(file.file)
 
     @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
     def feedback_image(
         file: UploadFile = File(..., description="the image the model got wrong"),
         correction: str = Form("{}", description='JSON: Planet {"tags": [...]}, BIWI {"x": .., "y": ..} (image pixels); CamVid: send mask'),
         mask: UploadFile | None = File(None, description="CamVid: the corrected mask, a PNG of class ids at the image's size"),
+        idempotency_key: str | None = Header(None, description="a retry with the same key stores nothing new"),
+        idempotency_key_field: str | None = Form(None, alias="idempotency_key", description="or the key as a form field"),
     ):
         """Store the right answer for an image the model got wrong."""
-        image = decode_image(file.file.read(), max_pixels)
-        try:
-            corr = json.loads(correction or "{}")
-        except json.JSONDecodeError as e:
-            raise InputError(422, f"field 'correction' is not JSON ({e}).") from None
-        if not isinstance(corr, dict):
-            raise InputError(422, "field 'correction' must be a JSON object.")
-        files = None
-        if task == "multilabel":
-            tags = corr.get("tags")
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                raise InputError(422, 'Planet corrections are {"tags": ["clear", "primary", ...]}.')
-            unknown = [t for t in tags if t not in classes]
-            if unknown:
-                raise InputError(422, f"unknown tag(s) {unknown}; the tags are {classes}.")
-            corr = {"tags": [c for c in classes if c in tags]}
-        elif task == "point":
-            try:
-                x, y = float(corr["x"]), float(corr["y"])
-            except (KeyError, TypeError, ValueError):
-                raise InputError(422, 'BIWI corrections are {"x": column, "y": row} in the image\'s pixels.') from None
-            h, w = image.size
-            if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
-                raise InputError(422, f"point ({x}, {y}) is outside the {w}x{h} image.")
-            corr = {"x": x, "y": y}
-        else:  # segmentation
-            if mask is None:
-                raise InputError(422, "CamVid corrections need field 'mask': a PNG of class ids at the image's size.")
-            ids = predictor.mask_from_upload(mask.file.read(), image.size)
-            files, corr = {"mask": (png_bytes(ids), ".png")}, {}
-        prediction = predictor.predict_rgb(image.rgb)
+        key = _idempotency_key(idempotency_key, idempotency_key_field)
+        corr = _correction(correction)
+        image = predictor.decode(file.file)
+        corr, files = _checked_correction(task, classes, corr, image, mask, predictor)
+        if key is not None and (found := store.find(key, store.fingerprint(image.data, corr, files))) is not None:
+            return _stored(store, found)
+        prediction = predictor.answer(image)
         prediction.pop("mask_png", None)
-        ex = store.add(image.data, image.ext, corr, prediction, files=files)
-        return {"id": ex.id, "input": ex.input.name, "count": store.count()}
+        return _stored(store, store.add(image.data, image.ext, corr, prediction, files=files, key=key))
 
     return app
+
+
+def _checked_correction(task: str, classes: list[str], corr: dict, image, mask: UploadFile | None, predictor: Predictor) -> tuple[dict, dict | None]:
+    """The correction as stored (and CamVid's mask file), checked against the classes and the image."""
+    if task == "multilabel":
+        tags = corr.get("tags")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise InputError(422, 'Planet corrections are {"tags": ["clear", "primary", ...]}.')
+        unknown = [t for t in tags if t not in classes]
+        if unknown:
+            raise InputError(422, f"unknown tag(s) {unknown[:5]}; the tags are {classes}.")
+        return {"tags": [c for c in classes if c in tags]}, None
+    if task == "point":
+        try:
+            x, y = float(corr["x"]), float(corr["y"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise InputError(422, 'BIWI corrections are {"x": column, "y": row} in the image\'s pixels.') from None
+        h, w = image.size
+        if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+            raise InputError(422, f"point ({x}, {y}) is outside the {w}x{h} image.")
+        return {"x": x, "y": y}, None
+    if mask is None:
+        raise InputError(422, "CamVid corrections need field 'mask': a PNG of class ids at the image's size.")
+    ids = predictor.mask_from_upload(mask.file, image.size)
+    return {}, {"mask": (png_bytes(ids), ".png")}

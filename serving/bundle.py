@@ -3,11 +3,15 @@
 Layout (``python train.py export`` writes it, :func:`load_bundle` reads it)::
 
     bundle/
-      bundle.json   task type, network class + init args, input size, normalisation,
-                    class names, Planet's thresholds, IMDB's max_length, versions
-      weights.pt    the network's state dict (``torch.load(..., weights_only=True)``)
-      backbone/     IMDB only: the tokenizer and the encoder's config.json (save_pretrained)
+      bundle.json          task type, network name (from ``models.registry.NETWORKS``) + init
+                           args, input size, normalisation, class names, Planet's thresholds,
+                           IMDB's max_length, versions, and the SHA-256 of every other file
+      weights.safetensors  the network's state dict (safetensors: tensors only, no pickle)
+      backbone/            IMDB only: the tokenizer and the encoder's config.json (save_pretrained)
 
+A bundle is data, never code: its network is one of the project's own builders named in the
+allow-list (no import path is ever followed), its weights hold tensors only, and every file it
+lists must match its SHA-256 (a changed or added file is refused before anything is built).
 Loading needs no training config, data folder or network: the network is rebuilt with its
 pretrained-weight options off (``weights: null``, ``pretrained: false``) and the state dict
 loaded into it. Networks take uint8 images and normalise inside (``models/normalize.py``); the
@@ -16,7 +20,6 @@ statistics are in ``bundle.json`` too, since they are not part of the state dict
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -29,25 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT = "lesson3-bundle"
-VERSION = 1
-META, WEIGHTS, BACKBONE = "bundle.json", "weights.pt", "backbone"
-TASKS = ("multilabel", "segmentation", "point", "text")
+from .bundle_format import BACKBONE, FORMAT, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, is_bundle, read_meta, sha256_of, verify_files
 
-
-class BundleError(ValueError):
-    """A bundle that cannot be written or read: the message names the file and what is wrong."""
-
-
-def is_bundle(path: str | os.PathLike) -> bool:
-    """True for a bundle folder (or its ``bundle.json``)."""
-    p = Path(path).expanduser()
-    return (p / META).is_file() or (p.name == META and p.is_file())
-
-
-def bundle_dir(path: str | os.PathLike) -> Path:
-    p = Path(path).expanduser()
-    return p.parent if p.name == META else p
+__all__ = ["BACKBONE", "FORMAT", "META", "TASKS", "VERSION", "WEIGHTS", "Bundle", "BundleError", "bundle_dir", "export_bundle", "is_bundle",
+           "load_bundle", "load_weights", "read_meta", "read_state", "sha256_of", "trained_input_size", "verify_files"]
 
 
 def task_type(model: nn.Module) -> str:
@@ -130,8 +118,14 @@ def export_bundle(
         name: a display name (e.g. the ``--task`` name).
         source: the checkpoint the weights came from, for the record.
     """
+    from models.registry import UnsafeFileError, network_name
+
     kind = task_type(model)
     net = model.net
+    try:
+        net_name = network_name(net)
+    except UnsafeFileError as e:
+        raise BundleError(str(e)) from None
     spec = getattr(net, "init_args", None)
     if not isinstance(spec, dict):
         raise BundleError(f"{type(net).__name__}: the network records no init_args, so a bundle could not rebuild it (see models/classifier.py).")
@@ -143,7 +137,7 @@ def export_bundle(
         "version": VERSION,
         "task": kind,
         "name": name or kind,
-        "net": {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": args},
+        "net": {"name": net_name, "init_args": args},
         "weights": WEIGHTS,
         "classes": list(getattr(model, "class_names", []) or []),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -164,11 +158,14 @@ def export_bundle(
     out = Path(out).expanduser().resolve()
     tmp = _atomic_dir(out)
     try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, tmp / WEIGHTS)
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
         if kind == "text":
             folder = tmp / BACKBONE
             net.tokenizer.save_pretrained(folder)
             net.encoder.config.save_pretrained(folder)
+        meta["files"] = {f.relative_to(tmp).as_posix(): sha256_of(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         (tmp / META).write_text(json.dumps(meta, indent=2))
         old = None
         if out.exists():
@@ -201,73 +198,53 @@ class Bundle:
         return self.meta["classes"]
 
 
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """``bundle.json`` of a bundle folder, checked."""
+def read_state(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The network state dict of a bundle (its files checked against their SHA-256 first)."""
+    from safetensors.torch import load_file
+
     folder = bundle_dir(path)
-    file = folder / META
-    if not folder.exists():
-        raise BundleError(f"{folder}: no such bundle folder.")
-    if not file.is_file():
-        raise BundleError(f"{folder}: not a bundle (no {META}); write one with 'python train.py export --ckpt_path ...'.")
+    verify_files(folder, meta or read_meta(folder))
+    file = folder / WEIGHTS
     try:
-        meta = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{file}: not valid JSON ({e}).") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise BundleError(f"{file}: not a {FORMAT} file (format {meta.get('format') if isinstance(meta, dict) else None!r}).")
-    if meta.get("version") != VERSION:
-        raise BundleError(f"{file}: bundle version {meta.get('version')}; this code reads version {VERSION}.")
-    if meta.get("task") not in TASKS:
-        raise BundleError(f"{file}: unknown task {meta.get('task')!r} (expected one of {', '.join(TASKS)}).")
-    for key in ("net", "input", "classes"):
-        if key not in meta:
-            raise BundleError(f"{file}: missing '{key}'.")
-    return meta
-
-
-def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The network state dict of a bundle."""
-    file = bundle_dir(path) / WEIGHTS
-    if not file.is_file():
-        raise BundleError(f"{file}: missing (the bundle's weights).")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        return load_file(str(file))
     except Exception as e:  # noqa: BLE001 - any unreadable file is one message
-        raise BundleError(f"{file}: unreadable weights ({type(e).__name__}: {e}).") from e
+        raise BundleError(f"{file}: unreadable weights ({type(e).__name__}: {' '.join(str(e).split())[:160]}).") from None
 
 
 def _build_net(folder: Path, meta: dict[str, Any]) -> nn.Module:
-    class_path = meta["net"].get("class_path", "")
-    module_name, _, cls_name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise BundleError(f"{folder / META}: network class '{class_path}' not found ({e}).") from e
+    from models.registry import network_class
+
+    name = meta["net"]["name"]
+    cls = network_class(name)  # read_meta admitted only registry names
     args = dict(meta["net"].get("init_args", {}))
     if "weights" in args:
         args["weights"] = None
     if meta["task"] == "text":
-        args["backbone"] = str(folder / meta["input"].get("tokenizer", BACKBONE))
+        args["backbone"] = str(folder / BACKBONE)  # the bundle's own tokenizer and config, nothing else
         args["pretrained"] = False
     try:
         return cls(**args)
-    except TypeError as e:
-        raise BundleError(f"{folder / META}: cannot build {class_path} from its init_args ({e}).") from e
+    except Exception as e:  # noqa: BLE001 - wrong or unknown init_args: one message
+        raise BundleError(f"{folder / META}: cannot build {name} from its init_args ({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
 
 
 def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
     """Read a bundle: rebuild the network (no download), load its weights, eval mode."""
     folder = bundle_dir(path).resolve()
     meta = read_meta(folder)
+    state = read_state(folder, meta)  # checks every file's SHA-256 before anything is built
     net = _build_net(folder, meta)
     try:
-        net.load_state_dict(read_state(folder))
-    except RuntimeError as e:
-        raise BundleError(f"{folder / WEIGHTS}: does not fit {meta['net']['class_path']} ({str(e).splitlines()[0]}).") from e
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise BundleError(f"{folder / WEIGHTS}: does not fit {meta['net']['name']} ({str(e).splitlines()[0]}).") from None
     norm = meta["input"].get("normalize")
     if norm and getattr(net, "normalize", None) is not None:
-        net.normalize.mean.copy_(torch.tensor(norm["mean"]).view(1, -1, 1, 1))
-        net.normalize.std.copy_(torch.tensor(norm["std"]).view(1, -1, 1, 1))
+        try:
+            net.normalize.mean.copy_(torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1))
+            net.normalize.std.copy_(torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise BundleError(f"{folder / META}: input.normalize must be {{'mean': [3 numbers], 'std': [3 numbers]}} ({e}).") from None
     net.to(device).eval()
     palette: list[list[int]] = []
     if meta["task"] == "segmentation":
@@ -291,21 +268,25 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
         if meta["task"] != kind:
             raise BundleError(f"{folder}: a '{meta['task']}' bundle cannot initialise a '{kind}' model ({type(model).__name__}).")
         try:
-            model.net.load_state_dict(read_state(folder))
-        except RuntimeError as e:
-            raise BundleError(f"{folder / WEIGHTS}: does not fit this model's network ({str(e).splitlines()[0]}); same backbone and classes?") from e
+            model.net.load_state_dict(read_state(folder, meta))
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise BundleError(f"{folder / WEIGHTS}: does not fit this model's network ({str(e).splitlines()[0]}); same backbone and classes?") from None
         if kind == "multilabel" and "thresholds" in meta:
             if list(meta["classes"]) != list(model.class_names):
                 raise BundleError(f"{folder / META}: its tags differ from the model's ({len(meta['classes'])} vs {len(model.class_names)}).")
             model.thresholds.copy_(torch.tensor(meta["thresholds"], dtype=model.thresholds.dtype))
         return f"bundle {folder}"
+    from models.registry import UnsafeFileError, load_tensors
+
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-        state = ckpt["state_dict"]
-    except Exception as e:  # noqa: BLE001
-        raise BundleError(f"{p}: not a Lightning checkpoint or bundle ({type(e).__name__}: {e}).") from e
+        ckpt = load_tensors(p)
+    except UnsafeFileError as e:
+        raise BundleError(str(e)) from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise BundleError(f"{p}: not a Lightning checkpoint or bundle (no 'state_dict').")
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
-        raise BundleError(f"{p}: does not fit this model ({str(e).splitlines()[0]}); same task, backbone and classes?") from e
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+        raise BundleError(f"{p}: does not fit this model ({str(e).splitlines()[0]}); same task, backbone and classes?") from None
     return f"checkpoint {p}"

@@ -12,6 +12,9 @@ Corrections (the ``correction`` JSON of a row) by task type:
 * ``segmentation`` (CamVid): ``{"mask": "inputs/<id>_mask.png"}`` (class ids at the image's size)
 * ``point`` (BIWI): ``{"x": 310.5, "y": 220.0}`` in the uploaded image's pixels
 * ``text`` (IMDB): ``{"label": "positive"}``; the input is the review as a UTF-8 ``.txt`` file
+
+A correction may carry an idempotency key (``/feedback``'s ``Idempotency-Key`` header): a unique
+column, so a retry whose reply was lost finds its row instead of storing a second one.
 """
 
 from __future__ import annotations
@@ -38,13 +41,22 @@ CREATE TABLE IF NOT EXISTS feedback (
     input TEXT NOT NULL,
     input_sha256 TEXT NOT NULL,
     correction TEXT NOT NULL,
-    prediction TEXT
+    prediction TEXT,
+    idempotency_key TEXT,
+    request_sha256 TEXT
 );
+"""
+KEYED = """
+CREATE UNIQUE INDEX IF NOT EXISTS feedback_idempotency_key ON feedback (idempotency_key);
 """
 
 
 class FeedbackError(ValueError):
     """An unusable feedback store: the message names the file and what is wrong."""
+
+
+class KeyReused(FeedbackError):
+    """An idempotency key already stored with another request."""
 
 
 @dataclass
@@ -57,6 +69,7 @@ class Example:
     correction: dict[str, Any]
     prediction: dict[str, Any] | None
     created: str
+    replayed: bool = False  # found by its idempotency key: stored by an earlier request
 
     def file(self, key: str) -> Path:
         """A file named by the correction (e.g. CamVid's ``mask``), as a path."""
@@ -110,6 +123,11 @@ class FeedbackStore:
         self._lock = threading.Lock()
         with self._connect() as con:
             con.executescript(SCHEMA)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(feedback)")}
+            for column in ("idempotency_key", "request_sha256"):
+                if column not in columns:  # a store written before keys existed
+                    con.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
+            con.executescript(KEYED)
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
             if task is not None and not meta:
                 con.executemany("INSERT INTO meta VALUES (?, ?)", [("task", task), ("classes", json.dumps(classes or [])), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
@@ -132,8 +150,35 @@ class FeedbackStore:
         for tmp in self.inputs.glob(".tmp-*"):
             tmp.unlink(missing_ok=True)
 
-    def add(self, data: bytes, ext: str, correction: dict[str, Any], prediction: dict[str, Any] | None = None, files: dict[str, tuple[bytes, str]] | None = None) -> Example:
-        """Store one correction; returns it with its row id.
+    @staticmethod
+    def fingerprint(data: bytes, correction: dict[str, Any], files: dict[str, tuple[bytes, str]] | None = None) -> str:
+        """SHA-256 of a request's content (input, correction, extra files): what a key stands for."""
+        h = hashlib.sha256(data)
+        h.update(json.dumps(correction, sort_keys=True).encode())
+        for key, (blob, suffix) in sorted((files or {}).items()):
+            h.update(f"\0{key}{suffix}\0".encode())
+            h.update(blob)
+        return h.hexdigest()
+
+    def find(self, key: str, fingerprint: str | None = None) -> Example | None:
+        """The correction stored under idempotency ``key`` (None if none); :class:`KeyReused` if it
+        was stored for a request with another ``fingerprint``."""
+        con = self._connect()
+        try:
+            row = con.execute("SELECT id, created, task, input, correction, prediction, request_sha256 FROM feedback WHERE idempotency_key = ?", (key,)).fetchone()
+        finally:
+            con.close()
+        if row is None:
+            return None
+        rid, created, task, inp, corr, pred, sha = row
+        if fingerprint is not None and sha != fingerprint:
+            raise KeyReused(f"idempotency key {key!r} was already used for another correction (#{rid}); use a new key for a new correction.")
+        return Example(rid, task, self.folder / inp, json.loads(corr), json.loads(pred) if pred else None, created, replayed=True)
+
+    def add(self, data: bytes, ext: str, correction: dict[str, Any], prediction: dict[str, Any] | None = None,
+            files: dict[str, tuple[bytes, str]] | None = None, key: str | None = None) -> Example:
+        """Store one correction; returns it with its row id (with ``key`` already stored for the
+        same request: that row, ``replayed``, and nothing is written).
 
         Args:
             data: the input (image bytes, or a review's UTF-8 text).
@@ -142,23 +187,40 @@ class FeedbackStore:
             prediction: what the model answered, for the record.
             files: more files as ``{key: (bytes, ext)}``; the correction gets ``key`` = the
                 file's path relative to the store folder (CamVid's ``mask``).
+            key: an idempotency key (unique in the store).
         """
+        fingerprint = self.fingerprint(data, correction, files)
+        if key is not None and (found := self.find(key, fingerprint)) is not None:
+            return found
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}"
         correction = dict(correction)
-        for key, (blob, suffix) in (files or {}).items():
-            path = self.inputs / f"{stem}_{key}{suffix}"
+        written = []
+        for name, (blob, suffix) in (files or {}).items():
+            path = self.inputs / f"{stem}_{name}{suffix}"
             write_atomic(path, blob)
-            correction[key] = f"{INPUTS}/{path.name}"
+            written.append(path)
+            correction[name] = f"{INPUTS}/{path.name}"
         path = self.inputs / f"{stem}{ext}"
         write_atomic(path, data)
-        row = (time.strftime("%Y-%m-%dT%H:%M:%S%z"), self.task, f"{INPUTS}/{path.name}", hashlib.sha256(data).hexdigest(), json.dumps(correction), json.dumps(prediction) if prediction is not None else None)
+        written.append(path)
+        row = (time.strftime("%Y-%m-%dT%H:%M:%S%z"), self.task, f"{INPUTS}/{path.name}", hashlib.sha256(data).hexdigest(), json.dumps(correction),
+               json.dumps(prediction) if prediction is not None else None, key, fingerprint)
         with self._lock:
             con = self._connect()
             try:
                 con.execute("BEGIN IMMEDIATE")
-                cur = con.execute("INSERT INTO feedback (created, task, input, input_sha256, correction, prediction) VALUES (?, ?, ?, ?, ?, ?)", row)
+                cur = con.execute("INSERT INTO feedback (created, task, input, input_sha256, correction, prediction, idempotency_key, request_sha256) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
                 con.execute("COMMIT")
                 rid = int(cur.lastrowid)
+            except sqlite3.IntegrityError:  # the same key committed meanwhile (by another process)
+                con.execute("ROLLBACK")
+                for f in written:
+                    f.unlink(missing_ok=True)
+                found = self.find(key, fingerprint)
+                if found is None:
+                    raise
+                return found
             finally:
                 con.close()
         return Example(rid, self.task, path, correction, prediction, row[0])

@@ -1,90 +1,45 @@
-"""From request bytes to JSON-ready answers: image decoding with limits, the bundle's
-preprocessing (resize to its input size, uint8; IMDB's tokenizer), and each task's output."""
+"""From request bytes to JSON-ready answers: images decoded under limits (``images.py``), the
+bundle's preprocessing (resize to its input size, uint8; IMDB's tokenizer), and each task's output."""
 
 from __future__ import annotations
 
 import base64
-import io
 import threading
-import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .batching import MicroBatcher
 from .bundle import Bundle
+from .images import DECODE_SLOTS, DEFAULT_MAX_PIXELS, DecodeSlots, InputError, class_counts, mask_ids, open_image, png_bytes, to_rgb
 
-DEFAULT_MAX_PIXELS = 40_000_000
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_MASK_PIXELS", "Decoded", "InputError", "Predictor", "png_base64", "png_bytes"]
+
 MAX_MASK_PIXELS = 1_000_000  # CamVid logits are upsampled bilinearly up to this size (a 960x720 frame fits)
-
-
-class InputError(Exception):
-    """A request the server refuses: ``status`` (4xx) and a message for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 @dataclass
 class Decoded:
-    """An uploaded image as the model sees it (RGB uint8 HWC, EXIF orientation applied) and,
-    to store, the bytes and file extension that reproduce exactly that image."""
+    """An uploaded image as the model sees it: ``small``, resized to the bundle's input size (RGB
+    uint8 HWC, EXIF orientation applied); ``size``, the upload's (height, width); and, to store,
+    the bytes and file extension that reproduce exactly the image the model saw."""
 
-    rgb: np.ndarray
+    small: np.ndarray
+    size: tuple[int, int]
     data: bytes
     ext: str
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width)."""
-        return self.rgb.shape[0], self.rgb.shape[1]
-
-
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "file") -> Decoded:
-    """Decode an upload, refusing what is not an image (415), truncated or corrupt (422) or too large (413)."""
-    if not data:
-        raise InputError(422, f"the uploaded {what} is empty.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > max_pixels:
-                raise InputError(413, f"the uploaded image is {w}x{h} pixels; the limit is {max_pixels:,} pixels.")
-            fmt = im.format
-            rotated = im.getexif().get(0x0112, 1) not in (0, 1)  # EXIF orientation: as a browser shows it
-            rgb = np.array((ImageOps.exif_transpose(im) if rotated else im).convert("RGB"))
-    except InputError:
-        raise
-    except UnidentifiedImageError:
-        raise InputError(415, f"the uploaded {what} is not an image PIL can read (JPEG, PNG, BMP, TIFF, WebP...).") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(413, f"the uploaded image is too large ({e}).") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise InputError(422, f"the uploaded image is truncated or corrupt ({e}).") from None
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
-        raise InputError(422, f"the uploaded image decodes to shape {rgb.shape}; expected a colour or grey image.")
-    if not rotated and fmt in ("JPEG", "PNG"):
-        return Decoded(rgb, data, ".jpg" if fmt == "JPEG" else ".png")
-    buf = io.BytesIO()  # other formats, or a rotation applied: store what the model saw
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return Decoded(rgb, buf.getvalue(), ".png")
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """A uint8 array (HW: greyscale, HWC: RGB) as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)  # label maps compress well even so
-    return buf.getvalue()
 
 
 def png_base64(array: np.ndarray) -> str:
     return base64.b64encode(png_bytes(array)).decode("ascii")
+
+
+def _read(upload: bytes | BinaryIO) -> bytes:
+    return upload if isinstance(upload, (bytes, bytearray)) else upload.read()
 
 
 class Predictor:
@@ -93,17 +48,40 @@ class Predictor:
 
     Args:
         bundle: the loaded bundle.
-        max_pixels: largest uploaded image, in pixels.
+        max_pixels: largest uploaded image (and mask), in pixels.
+        decode_slots: how many requests may decode an image or build a full-size answer at once
+            (memory: ``images.py``).
     """
 
-    def __init__(self, bundle: Bundle, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, bundle: Bundle, max_pixels: int = DEFAULT_MAX_PIXELS, decode_slots: int = DECODE_SLOTS):
         self.bundle, self.max_pixels = bundle, max_pixels
+        self.slots = DecodeSlots(decode_slots)
         self.meta = bundle.meta
         self.device = next(bundle.net.parameters()).device
         self._lock = threading.Lock()
         self.images = MicroBatcher(self._run, max_batch=16)  # inputs of one size: batchable
 
     # -- inputs -------------------------------------------------------------------
+    def decode(self, upload: bytes | BinaryIO, what: str = "file") -> Decoded:
+        """Read, check and decode an upload in a decode slot; only the model-size image is kept."""
+        if self.meta["task"] == "text":
+            raise InputError(422, "this model reads text, not images: POST JSON {\"text\": ...}.")
+        h, w = self.meta["input"]["size"]
+        with self.slots() as slot:
+            data = _read(upload)
+            im = open_image(data, self.max_pixels, what)
+            fmt = im.format
+            rgb, changed = to_rgb(im, what)
+            size = rgb.shape[:2]
+            small = rgb if size == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            if changed or fmt not in ("JPEG", "PNG"):  # store what the model saw
+                data, ext = png_bytes(rgb), ".png"
+            else:
+                ext = ".jpg" if fmt == "JPEG" else ".png"
+            slot.pixels = size[0] * size[1]
+            del rgb
+        return Decoded(np.ascontiguousarray(small), (int(size[0]), int(size[1])), data, ext)
+
     def image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         h, w = self.meta["input"]["size"]
         if rgb.shape[:2] != (h, w):
@@ -124,23 +102,22 @@ class Predictor:
             return self.bundle.net(*args).float()
 
     # -- answers --------------------------------------------------------------------
-    def predict_image(self, data: bytes) -> dict:
+    def predict_image(self, upload: bytes | BinaryIO) -> dict:
         """The answer for an uploaded image (Planet, CamVid, BIWI)."""
-        image = decode_image(data, self.max_pixels)
-        return self.predict_rgb(image.rgb)
+        return self.answer(self.decode(upload))
 
-    def predict_rgb(self, rgb: np.ndarray) -> dict:
+    def answer(self, image: Decoded) -> dict:
+        """The model's answer for a decoded upload, in the upload's pixels."""
         task = self.meta["task"]
-        if task == "text":
-            raise InputError(422, "this model reads text, not images: POST JSON {\"text\": ...}.")
-        out = self.images(self.image_tensor(rgb))
-        H, W = rgb.shape[:2]
+        out = self.images(self.image_tensor(image.small))
+        H, W = image.size
         if task == "multilabel":
             return self._tags(torch.sigmoid(out[0]).cpu())
         if task == "point":
             x, y = ((out[0].cpu() + 1) / 2 * torch.tensor([W, H]) - 0.5).tolist()
             return {"x": round(x, 2), "y": round(y, 2), "width": W, "height": H}
-        return self._segmentation(self.upsample_argmax(out, H, W))
+        with self.slots(H * W):  # the mask at the upload's size: a memory-heavy step too
+            return self._segmentation(self.upsample_argmax(out, H, W))
 
     @staticmethod
     def upsample_argmax(logits: torch.Tensor, H: int, W: int) -> np.ndarray:
@@ -181,7 +158,7 @@ class Predictor:
 
     def _segmentation(self, mask: np.ndarray) -> dict:
         names = self.meta["classes"]
-        counts = np.bincount(mask.ravel(), minlength=len(names))[: len(names)]
+        counts = class_counts(mask, len(names))
         total = max(1, mask.size)
         shares = [
             {"class": names[i], "id": i, "share": round(float(c) / total, 4), "color": self.bundle.palette[i] if self.bundle.palette else None}
@@ -190,32 +167,9 @@ class Predictor:
         shares.sort(key=lambda r: -r["share"])
         return {"width": int(mask.shape[1]), "height": int(mask.shape[0]), "mask_png": png_base64(mask), "shares": shares}
 
-    def mask_from_upload(self, data: bytes, size: tuple[int, int]) -> np.ndarray:
-        """A corrected CamVid mask (class ids, the image's size) from an uploaded PNG: greyscale or
-        palette ids, or RGB(A) with equal channels (what a browser canvas writes)."""
-        if not data:
-            raise InputError(422, "the uploaded mask is empty.")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                if im.size[0] * im.size[1] > self.max_pixels:
-                    raise InputError(413, f"the uploaded mask is {im.size[0]}x{im.size[1]} pixels; the limit is {self.max_pixels:,}.")
-                arr = np.array(im)
-        except InputError:
-            raise
-        except UnidentifiedImageError:
-            raise InputError(415, "the uploaded mask is not an image (expected a PNG of class ids).") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise InputError(422, f"the uploaded mask is truncated or corrupt ({e}).") from None
-        if arr.ndim == 3:
-            if arr.shape[2] == 4:
-                arr = arr[..., :3]
-            if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-                raise InputError(422, "the uploaded mask is a colour image; expected class ids (greyscale, or R = G = B = id).")
-            arr = arr[..., 0]
-        h, w = size
-        if arr.shape != (h, w):
-            raise InputError(422, f"the uploaded mask is {arr.shape[1]}x{arr.shape[0]}; the image is {w}x{h} (WxH).")
-        n = len(self.meta["classes"])
-        if arr.size and int(arr.max()) >= n:
-            raise InputError(422, f"the uploaded mask holds class id {int(arr.max())}; this model has {n} classes (ids 0..{n - 1}).")
-        return arr.astype(np.uint8)
+    def mask_from_upload(self, upload: bytes | BinaryIO, size: tuple[int, int]) -> np.ndarray:
+        """A corrected CamVid mask (class ids at the image's ``size``) from an upload, checked
+        before decoding (pixel limit) and after (ids in range; see :func:`images.mask_ids`)."""
+        with self.slots(size[0] * size[1]):
+            im = open_image(_read(upload), self.max_pixels, "mask")
+            return mask_ids(im, len(self.meta["classes"]), size)

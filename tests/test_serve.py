@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -93,6 +94,10 @@ def test_bundle_is_self_contained_and_matches_the_model(bundles, task, monkeypat
     assert meta["task"] == {"camvid": "segmentation", "planet": "multilabel", "biwi": "point", "imdb": "text"}[task]
     assert meta["name"] == task and meta["classes"] == list(getattr(b["model"], "class_names", []))
     assert meta["net"]["init_args"].get("weights", None) is None and meta["source_checkpoint"] == str(b["ckpt"])
+    assert meta["net"]["name"] == {"camvid": "UNet", "imdb": "TransformerClassifier"}.get(task, "TimmClassifier") and "class_path" not in meta["net"]
+    files = sorted(f.relative_to(b["bundle"]).as_posix() for f in b["bundle"].rglob("*") if f.is_file() and f.name != "bundle.json" and "feedback" not in f.parts)
+    assert sorted(meta["files"]) == files and "weights.safetensors" in files  # every file, with its SHA-256
+    assert all(hashlib.sha256((b["bundle"] / f).read_bytes()).hexdigest() == h for f, h in meta["files"].items())
 
     def offline_only(*a, **k):
         raise AssertionError("loading a bundle must not read pretrained weights")
@@ -127,8 +132,13 @@ def test_export_needs_a_checkpoint_and_reports_bad_bundles(bundles, tmp_path):
         load_bundle(tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(bundles["biwi"]["bundle"], broken)
-    (broken / "weights.pt").write_bytes(b"not a state dict")
-    with pytest.raises(BundleError, match=r"weights\.pt: unreadable weights"):
+    (broken / "weights.safetensors").write_bytes(b"not a state dict")
+    with pytest.raises(BundleError, match=r"weights\.safetensors: refused: its SHA-256 differs"):
+        load_bundle(broken)
+    meta = json.loads((broken / "bundle.json").read_text())
+    meta["files"]["weights.safetensors"] = hashlib.sha256(b"not a state dict").hexdigest()
+    (broken / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"weights\.safetensors: unreadable weights"):
         load_bundle(broken)
     with pytest.raises(SystemExit, match="a 'point' bundle cannot initialise a 'multilabel' model"):
         cli(["validate", "--task", "planet", "--ckpt_path", str(bundles["biwi"]["bundle"]), *SMALL["planet"]], tmp_path / "runs")
@@ -367,7 +377,9 @@ def test_fine_tune_on_feedback_from_a_bundle(bundles, clients, tmp_path):
     ds = fit.datamodule.datasets["train"]
     stored = [e.input for e in c.app.state.store.examples()]
     assert ds.paths[-n:] == stored and ds.targets[-1].tolist() == [float(t == "haze") for t in fit.datamodule.classes]
-    state = torch.load(bundle / "weights.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    state = load_file(str(bundle / "weights.safetensors"))
     for k, v in fit.model.net.named_parameters():  # lr 0: still exactly the bundle's weights (batch-norm statistics move)
         torch.testing.assert_close(v.detach(), state[k], msg=k)
     # Planet's tuned thresholds come with the bundle (validation then tunes them again)
