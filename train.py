@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+import yaml
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -31,6 +32,7 @@ from models.weights import WeightsUnavailableError
 from serving.bundle import is_bundle
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SAMPLE_DIR = CONFIG_DIR / "sample"  # overlays for the built-in samples (see with_sample_overlays)
 VERSIONED = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "segmentation-models-pytorch", "timm", "albumentations", "transformers", "wandb")
 # values a datamodule knows that its task (or network) needs; links whose source or
 # target a given task lacks are skipped by jsonargparse
@@ -75,8 +77,41 @@ def expand_task(args: list[str]) -> list[str]:
         return args
     if not args or args[0].startswith("-"):
         args.insert(0, "fit")
-    configs = [x for p in config_chain(name) for x in ("--config", str(p))]
+    chain = config_chain(name)
+    if not root_given(args[1:]):
+        chain = with_sample_overlays(chain)
+    configs = [x for p in chain for x in ("--config", str(p))]
     return [args[0], *configs, "--name", name, *args[1:]]
+
+
+def with_sample_overlays(chain: list[Path]) -> list[Path]:
+    """Each config of the chain followed by its ``configs/sample/NAME.yaml``, where there is one:
+    the small sizes and epochs that keep a run on the built-in sample to a few CPU minutes.
+    Applied only when no data root is given, so a real-data run never inherits them
+    (``--print_config`` shows what will run)."""
+    out, found = [], []
+    for p in chain:
+        out.append(p)
+        if (SAMPLE_DIR / p.name).is_file():
+            out.append(SAMPLE_DIR / p.name)
+            found.append(f"configs/sample/{p.name}")
+    if found and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"No --data.init_args.root: the built-in sample, with {', '.join(found)} on top", file=sys.stderr, flush=True)
+    return out
+
+
+def root_given(args: list[str]) -> bool:
+    """Whether the command line, or a ``--config`` file on it, names ``data.(init_args.)root``."""
+    keys = ("--data.root", "--data.init_args.root")
+    for i, a in enumerate(args):
+        if a in keys or a.split("=", 1)[0] in keys:
+            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            return value.strip().lower() not in ("", "null", "none")
+        if a == "--config" and i + 1 < len(args) and Path(args[i + 1]).is_file():
+            data = (yaml.safe_load(Path(args[i + 1]).read_text()) or {}).get("data") or {}
+            if isinstance(data, dict) and (data.get("root") or (data.get("init_args") or {}).get("root")):
+                return True
+    return False
 
 
 def versions() -> dict[str, str]:
