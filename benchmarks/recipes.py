@@ -58,7 +58,7 @@ def recipe_stages(task: str) -> list[dict]:
 
 def scale_stages(stages: list[dict], epochs: int, size: list[int] | None) -> list[dict]:
     """The stages with their epochs scaled to sum to ``epochs`` (each at least 1) and their sizes
-    scaled so that the last sized stage has ``size`` (rounded to multiples of 8)."""
+    scaled so that the last sized stage has ``size``."""
     total = sum(s.get("epochs", 1) for s in stages)
     out, used = [], 0
     for i, s in enumerate(stages):
@@ -74,7 +74,7 @@ def scale_stages(stages: list[dict], epochs: int, size: list[int] | None) -> lis
         last = [last, last] if isinstance(last, int) else list(last)
         for s in sized:
             hw = [s["size"], s["size"]] if isinstance(s["size"], int) else list(s["size"])
-            s["size"] = [max(8, round(v * t / l / 8) * 8) if v != l else t for v, l, t in zip(hw, last, size)]
+            s["size"] = [max(32, round(v * t / l)) for v, l, t in zip(hw, last, size)]
     return out
 
 
@@ -182,6 +182,28 @@ def plain_main(args) -> None:
     Path(args._plain).write_text(json.dumps({"metrics": {k: float(v) for k, v in metrics.items()}, "train_samples": seen}))
 
 
+def check_data(args) -> str | None:
+    """The data folder's layout and the size, checked once before any arm runs (one line if bad)."""
+    import contextlib
+    import io
+    import logging
+
+    from datamodules.base import DataError
+    from train import _user_error, cli_main
+
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)  # no "Seed set to" before the line
+    work = Path(tempfile.mkdtemp(prefix="check-"))
+    cfg = ["--config", str(overlay(args.task, args.epochs, args.size, work))]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            cli = cli_main(["--task", args.task, "--data.init_args.root", str(args.root), *cfg, "--run_dir", str(work / "run"), *QUIET, *args.cli], run=False)
+            cli.datamodule.setup("fit")
+    except (DataError, ValueError, SystemExit) as e:
+        user = _user_error(e)
+        return str(user or e).strip().splitlines()[-1]
+    return None
+
+
 def summarise(rows: list[dict], names: list[str]) -> dict:
     out = {}
     for arm in ("project", "plain"):
@@ -243,6 +265,10 @@ def main(argv=None) -> int:
         return 2
     if not args.root.is_dir():
         print(f"error: {args.root}: no such data folder", file=sys.stderr)
+        return 2
+    problem = check_data(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     names = METRICS.get(args.base, ["val/loss"])
     rows, work = [], Path(tempfile.mkdtemp(prefix="recipes-"))

@@ -27,3 +27,48 @@ def test_throughput_benchmark_runs_on_cpu(tmp_path):
     assert r["steps"]["raw_steps_per_s"] > 0 and r["steps"]["project_steps_per_s"] > 0 and r["steps"]["ratio"] > 0
     assert r["epoch"]["samples"] == 8 and r["epoch"]["seconds"] > 0 and r["epoch"]["first_epoch_s"] > 0
     assert "project / raw" in res.stdout
+
+
+@pytest.mark.slow
+def test_recipes_benchmark_runs_both_arms(tmp_path):
+    """benchmarks/recipes.py on a tiny SegNet-layout CamVid: both arms train 1 epoch, both rows in the JSON."""
+    from test_camvid import write_segnet
+
+    root = write_segnet(tmp_path / "segnet", counts=(4, 2, 0), hw=(36, 48))
+    out = tmp_path / "recipes.json"
+    env = {k: v for k, v in os.environ.items() if k != "LESSON3_RUN_DIR"}
+    cmd = [sys.executable, "benchmarks/recipes.py", "--task", "camvid", "--root", str(root), "--size", "40", "48", "--epochs", "1", "--seeds", "0",
+           "--out", str(out), "--", "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert sorted(row["arm"] for row in r["rows"]) == ["plain", "project"]
+    for row in r["rows"]:
+        assert 0 < row["metrics"]["val/acc"] <= 1 and row["seconds"] > 0 and row["train_samples"] > 0
+    assert r["summary"]["project"]["val/miou"]["mean"] == r["rows"][[x["arm"] for x in r["rows"]].index("project")]["metrics"]["val/miou"]
+    assert out.with_suffix(".md").read_text().count("| project |") == 1
+
+
+def test_recipes_benchmark_bad_folder_is_one_line(tmp_path):
+    def run(root, *extra):
+        return subprocess.run([sys.executable, "benchmarks/recipes.py", "--task", "camvid", "--root", str(root), "--epochs", "1", *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    res = run(tmp_path / "nope")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such data folder"]
+    (tmp_path / "planet" / "train").mkdir(parents=True)  # not a CamVid layout
+    res = run(tmp_path / "planet")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "not a CamVid folder" in lines[0], res.stderr
+    res = run(tmp_path / "planet", "--size", "8", "8")
+    assert res.returncode == 2 and "--data.size" in res.stderr.strip().splitlines()[-1], res.stderr
+
+
+def test_recipe_stages_scale_to_the_benchmark_budget():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from recipes import scale_stages
+
+    stages = [{"epochs": 12, "lr": "base", "size": [180, 240]}, {"epochs": 12, "lr": "base/2", "size": [360, 480]}]
+    out = scale_stages(stages, 6, [120, 160])
+    assert [s["epochs"] for s in out] == [3, 3] and [s["size"] for s in out] == [[60, 80], [120, 160]]
+    assert [s["epochs"] for s in scale_stages([{"epochs": 1}, {"epochs": 9}], 3, None)] == [1, 2]
