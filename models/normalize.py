@@ -15,6 +15,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.mean.shape[1]:
+            raise ValueError(
+                f"the input has {x.shape[1]} channels but the network takes {self.mean.shape[1]} "
+                "(set --model.init_args.net.init_args.in_chans to the data's channels)."
+            )
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
         return (x - self.mean) / self.std
