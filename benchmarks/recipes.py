@@ -43,17 +43,15 @@ PLAIN_LR = {"imdb": 1e-4}  # the usual fine-tuning LR of a transformer; 3e-3 for
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--pictures.show_batch", "false", "--pictures.show_results", "false"]
 
 
-def recipe_stages(task: str) -> list[dict]:
-    """The ``callbacks.Stages`` stages of ``configs/TASK.yaml`` (and what it extends)."""
+def recipe_callbacks(task: str) -> list[dict]:
+    """The ``trainer.callbacks`` of ``configs/TASK.yaml`` (the last of its chain that sets them)."""
     from train import config_chain
 
-    stages: list[dict] = []
+    callbacks: list[dict] = []
     for path in config_chain(task):
         cfg = yaml.safe_load(path.read_text()) or {}
-        for cb in (cfg.get("trainer") or {}).get("callbacks") or []:
-            if str(cb.get("class_path", "")).endswith("Stages"):
-                stages = cb["init_args"]["stages"]
-    return stages
+        callbacks = (cfg.get("trainer") or {}).get("callbacks") or callbacks
+    return callbacks
 
 
 def scale_stages(stages: list[dict], epochs: int, size: list[int] | None) -> list[dict]:
@@ -83,9 +81,12 @@ def overlay(task: str, epochs: int, size: list[int] | None, folder: Path) -> Pat
     cfg: dict = {"trainer": {"max_epochs": epochs}}
     if size is not None:
         cfg["data"] = {"init_args": {"size": list(size)}}
-    stages = recipe_stages(task)
-    if stages:
-        cfg["trainer"]["callbacks"] = [{"class_path": "callbacks.Stages", "init_args": {"stages": scale_stages(stages, epochs, size)}}]
+    callbacks = recipe_callbacks(task)
+    for cb in callbacks:  # the recipe's own callbacks, its stages scaled
+        if str(cb.get("class_path", "")).endswith("Stages"):
+            cb["init_args"] = {**cb["init_args"], "stages": scale_stages(cb["init_args"]["stages"], epochs, size)}
+    if callbacks:
+        cfg["trainer"]["callbacks"] = callbacks
     path = folder / f"overlay-{task}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

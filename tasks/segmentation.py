@@ -16,6 +16,18 @@ from .base import BaseTask
 from .pictures import grid, palette, to_hwc
 
 
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100, eps: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice score, void pixels left out; classes absent from
+    both the batch's truth and its predictions count as perfect."""
+    probs = logits.float().softmax(1)
+    keep = (target != ignore_index).unsqueeze(1).to(probs)
+    onehot = F.one_hot(target.clamp(0, probs.shape[1] - 1), probs.shape[1]).permute(0, 3, 1, 2).to(probs)
+    probs, onehot = probs * keep, onehot * keep
+    inter = (probs * onehot).sum((0, 2, 3))
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return 1 - ((2 * inter + eps) / (total + eps)).mean()
+
+
 class SegmentationTask(BaseTask):
     """Per-pixel classification with a network from ``models/`` (e.g. :class:`models.UNet`).
 
@@ -24,6 +36,10 @@ class SegmentationTask(BaseTask):
         num_classes: number of classes (linked from the datamodule).
         void_index: class ignored by loss and metrics (the lesson's ``acc_camvid``), or None.
         class_names: names for pictures and exported bundles (linked from the datamodule).
+        dice_weight: weight of a soft Dice term added to the cross-entropy (0: plain cross-entropy);
+            Dice weighs every class alike, as mean IoU does.
+        tta: validation, test and prediction average the probabilities of the image and of its
+            horizontal mirror (flipped back).
     """
 
     def __init__(
@@ -35,9 +51,12 @@ class SegmentationTask(BaseTask):
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         pct_start: float = 0.25,
+        dice_weight: float = 0.0,
+        tta: bool = False,
     ):
         super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
         self.num_classes, self.void_index = num_classes, void_index
+        self.dice_weight, self.tta = dice_weight, tta
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.ignore_index = -100 if void_index is None else void_index
         self.save_hyperparameters(ignore=["net"])
@@ -47,10 +66,19 @@ class SegmentationTask(BaseTask):
         kw = {"num_classes": self.num_classes, "ignore_index": self.void_index}
         return MetricCollection({"acc": MulticlassAccuracy(average="micro", **kw), "miou": MulticlassJaccardIndex(average="macro", **kw)})
 
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities ``(B, C, H, W)``; with ``tta``, of the image and its mirror averaged."""
+        if not self.tta:
+            return F.log_softmax(self(x).float(), 1)
+        probs = (self(x).float().softmax(1) + self(x.flip(-1)).float().softmax(1).flip(-1)) / 2
+        return probs.clamp_min(1e-8).log()
+
     def _shared_step(self, batch, stage, keep_example=False):
         x, y = batch["image"], batch["mask"]
-        logits = self(x)
+        logits = self(x) if stage == "train" else self.infer(x)
         loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
+        if self.dice_weight and stage == "train":
+            loss = loss + self.dice_weight * soft_dice_loss(logits, y, self.ignore_index)
         if stage == "train":
             # estimated on every other row and column (a quarter of the pixels): the argmax and the
             # confusion counts over every pixel cost ~5% of a training step; val/test are exact
@@ -64,7 +92,7 @@ class SegmentationTask(BaseTask):
         return loss
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        logits = self(batch["image"])
+        logits = self.infer(batch["image"])
         out = []
         for lg, name, (h, w) in zip(logits, batch["name"], batch["orig_size"].tolist()):
             full = F.interpolate(lg[None].float(), size=(h, w), mode="bilinear", align_corners=False)

@@ -69,3 +69,44 @@ def test_pictures_render():
     assert len(fig.axes) == 6
     fig = task.show_results({**batch, "pred": batch["mask"]})
     assert len(fig.axes) == 9
+
+
+def test_soft_dice_loss_perfect_wrong_and_void():
+    from tasks.segmentation import soft_dice_loss
+
+    target = torch.tensor([[[0, 1], [2, 3]]])
+    perfect = torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target) < 1e-3
+    wrong = torch.nn.functional.one_hot((target + 1) % 4, 4).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(wrong, target) > 0.5
+    # void pixels (id 3 ignored) do not count, whatever is predicted there
+    half = perfect.clone()
+    half[0, :, 1, 1] = torch.tensor([50.0, 0, 0, 0])
+    assert soft_dice_loss(half, target, ignore_index=3) < soft_dice_loss(half, target) and soft_dice_loss(half, target, ignore_index=3) < 0.3
+
+
+class Mirror(torch.nn.Module):
+    """Logits that depend on the column: class 1 on the left half, class 0 on the right."""
+
+    def forward(self, x):
+        w = x.shape[-1]
+        left = (torch.arange(w) < w // 2).float().expand(x.shape[0], x.shape[-2], w)
+        return torch.stack([1 - left, left], 1) * 10 + 0 * x.float().mean()
+
+
+def test_tta_maps_the_mirrored_prediction_back():
+    x = torch.zeros(1, 3, 4, 6, dtype=torch.uint8)
+    plain = SegmentationTask(Mirror(), num_classes=2).infer(x).exp()
+    tta = SegmentationTask(Mirror(), num_classes=2, tta=True).infer(x).exp()
+    # the mirrored copy says the opposite on every pixel, flipped back the two cancel out to 1/2
+    assert torch.allclose(tta, torch.full_like(tta, 0.5), atol=1e-4)
+    assert plain[0, 1, 0, 0] > 0.99
+
+    class Symmetric(torch.nn.Module):  # a mirror-symmetric answer is unchanged by TTA
+        def forward(self, x):
+            col = torch.minimum(torch.arange(x.shape[-1]), torch.arange(x.shape[-1]).flip(0)).float()
+            return torch.stack([col, -col], 0)[None, :, None, :].expand(x.shape[0], 2, x.shape[-2], -1) + 0 * x.float().mean()
+
+    a = SegmentationTask(Symmetric(), num_classes=2).infer(x)
+    b = SegmentationTask(Symmetric(), num_classes=2, tta=True).infer(x)
+    assert torch.allclose(a, b, atol=1e-5)
