@@ -40,6 +40,7 @@ DATA_TO_MODEL = {
     "num_classes": ["model.init_args.num_classes", "model.init_args.net.init_args.num_classes"],
     "void_index": ["model.init_args.void_index"],
     "classes": ["model.init_args.class_names"],
+    "band_stats": ["model.init_args.net.init_args.band_stats"],  # extra bands' normalisation (datamodules/bands.py)
 }
 
 

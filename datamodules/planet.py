@@ -39,9 +39,9 @@ LAYOUTS = {"kaggle": (("train_v2.csv", "train.csv"), "train-jpg"), "fastai": (("
 KAGGLE_TEST_DIRS = ("test-jpg", "test-jpg-additional")
 
 
-def image_file(folder: Path, name: str) -> Path:
-    """``folder/name.jpg``, or ``folder/name`` where the CSV name already has an image extension."""
-    return folder / name if Path(name).suffix.lower() in IMAGE_EXTS else folder / f"{name}.jpg"
+def image_file(folder: Path, name: str, ext: str = ".jpg") -> Path:
+    """``folder/name.jpg`` (``ext``), or ``folder/name`` where the CSV name already has an image extension."""
+    return folder / name if Path(name).suffix.lower() in IMAGE_EXTS else folder / f"{name}{ext}"
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -94,6 +94,8 @@ class PlanetDataset(Dataset):
         sources: per image, where it was listed (``labels.csv, line 7``) for error messages.
     """
 
+    read = staticmethod(read_rgb)  # (path, draft) -> HWC uint8; 4-band TIFFs: datamodules/bands.py
+
     def __init__(self, paths: list[Path], targets: np.ndarray | None, transform: A.Compose, size: tuple[int, int], sources: list[str] | None = None):
         self.paths, self.transform, self.size, self.sources = paths, transform, size, sources
         self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float32)
@@ -104,7 +106,7 @@ class PlanetDataset(Dataset):
     def __getitem__(self, i):
         path = self.paths[i]
         try:
-            image = read_rgb(path, draft=(self.size[1], self.size[0]))
+            image = self.read(path, draft=(self.size[1], self.size[0]))
         except DataError as e:
             where = f" Listed in {self.sources[i]}." if self.sources else ""
             raise DataError(f"{e}{where} --data.init_args.skip_unreadable true leaves such images out.") from e
@@ -142,6 +144,7 @@ class PlanetDataModule(BaseDataModule):
 
     sample_name = "planet"
     feedback_task = "multilabel"
+    image_ext = ".jpg"  # of CSV names without one (the 4-band TIFF layout: datamodules/bands.py)
 
     def __init__(
         self,
@@ -238,7 +241,7 @@ class PlanetDataModule(BaseDataModule):
         index = {c: i for i, c in enumerate(self.classes)}
         paths, targets, sources = [], np.zeros((len(rows), len(self.classes)), np.float32), []
         for k, (name, tags, line) in enumerate(rows):
-            path = image_file(img_dir, name)
+            path = image_file(img_dir, name, self.image_ext)
             if path.name not in present:
                 raise DataError(f"{path}: image missing (named in {csv_path}, line {line}).")
             paths.append(path)

@@ -19,8 +19,8 @@ def pyplot():
 
 
 def to_hwc(image: torch.Tensor) -> np.ndarray:
-    """A CHW image tensor (uint8, or float in 0..1) as an HWC uint8 array."""
-    x = image.detach().cpu()
+    """A CHW image tensor (uint8, or float in 0..1) as an HWC uint8 array (its first 3 channels: RGB of R, G, B, NIR)."""
+    x = image.detach().cpu()[:3]
     if x.dtype != torch.uint8:
         x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
     return x.permute(1, 2, 0).numpy()
