@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir
 from .biwi_sample import write_biwi_sample
+from .checks import check_calibration, check_image, check_point
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 FRAME_SUFFIX = "_rgb.jpg"
@@ -236,7 +237,8 @@ class BiwiDataModule(BaseDataModule):
 
     @staticmethod
     def frames(folder: Path) -> list[tuple[Path, str, tuple[float, float]]]:
-        """(image, name, head centre in pixels) for each frame of a person folder."""
+        """(image, name, head centre in pixels) for each frame of a person folder, checked: the
+        frame opens and is complete, ``rgb.cal`` fits its size, the centre falls inside it."""
         cal = folder / "rgb.cal"
         if not cal.is_file():
             raise DataError(f"{cal}: missing; each person folder needs its rgb.cal (the camera intrinsics used to project the head centre).")
@@ -246,7 +248,11 @@ class BiwiDataModule(BaseDataModule):
             pose = img.with_name(img.name[: -len(FRAME_SUFFIX)] + "_pose.txt")
             if not pose.is_file():
                 raise DataError(f"{pose}: pose file missing for frame {img}.")
-            items.append((img, f"{folder.name}/{img.name}", project(read_centre(pose), K)))
+            point = project(read_centre(pose), K)
+            w, h = check_image(img)
+            check_calibration(K, cal, img, w, h)
+            check_point(point, w, h, pose, img)
+            items.append((img, f"{folder.name}/{img.name}", point))
         return items
 
     def split(self, stage: str | None) -> dict[str, list[str]]:

@@ -22,6 +22,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from .base import BaseDataModule, DataError, cache_dir, split_indices
+from .checks import decode_text as _decode
+from .checks import duplicates
 from .imdb_sample import write_imdb_sample
 
 CLASSES = ["negative", "positive"]
@@ -54,14 +56,6 @@ class Reviews:
 
     def unlabelled(self) -> Reviews:
         return Reviews(self.texts, [-1] * len(self), self.names)
-
-
-def _decode(raw: bytes, path: Path) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); re-save it as UTF-8.") from e
 
 
 def _parse_bool(value: str, path: Path, row: int) -> bool:
@@ -428,6 +422,16 @@ class IMDBDataModule(BaseDataModule):
         labels = [-1 if self.lm else CLASSES.index(ex.correction["label"]) for ex in examples]
         return Reviews([read_txt(ex.input) for ex in examples], labels, [f"feedback row {ex.id}" for ex in examples])
 
+    def _without_duplicates(self, train: Reviews, valid: Reviews) -> Reviews:
+        """The training reviews less those also in validation (a leak) or repeated, with a printed line."""
+        keep, leaked, repeated = duplicates(train.texts, valid.texts)
+        if leaked or repeated:
+            rank_zero_info(
+                f"{self.layout[1]}: left {leaked + repeated} duplicate review(s) out of training: {leaked} also in the "
+                f"validation split (they would leak it into training), {repeated} repeated within training."
+            )
+        return train.subset(keep) if len(keep) < len(train) else train
+
     # -- datasets and loaders ------------------------------------------------
     def dataset(self, reviews: Reviews) -> ReviewDataset:
         return ReviewDataset(reviews, tokenize(self.tokenizer, reviews.texts, self.cap), self.tokenizer, self.size)
@@ -437,6 +441,8 @@ class IMDBDataModule(BaseDataModule):
             self.datasets["predict"] = self.dataset(self._predict_reviews())
             return
         splits = self._splits(stage)
+        if "train" in splits and "valid" in splits:
+            splits["train"] = self._without_duplicates(splits["train"], splits["valid"])
         if "train" in splits and stage in (None, "fit") and self.feedback:
             splits["train"] = splits["train"] + self._feedback_reviews()
         needed = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": ["valid"]}.get(stage, [])

@@ -14,6 +14,7 @@ has its output; a tag outside the list is an error naming the CSV row.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 
 from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir, split_indices
+from .checks import check_image, read_text
 from .planet_sample import write_planet_sample
 
 PLANET_TAGS = [
@@ -52,12 +54,12 @@ def read_labels(csv_path: Path, classes: list[str]) -> list[tuple[str, list[str]
     """Rows of a Planet label CSV as (image_name, tags, line number), checked.
 
     Raises:
-        DataError: missing columns, an empty name or tags field, a duplicate name or a tag
-            outside ``classes``, naming the file and line.
+        DataError: not UTF-8, missing columns, a row with extra fields, an empty name or tags
+            field, a duplicate name or a tag outside ``classes``, naming the file and line.
     """
     known = set(classes)
     rows, seen = [], {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_text(csv_path), newline="") as f:
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
         if "image_name" not in cols or "tags" not in cols:
@@ -66,6 +68,8 @@ def read_labels(csv_path: Path, classes: list[str]) -> list[tuple[str, list[str]
             line = reader.line_num
             name, tags = (row["image_name"] or "").strip(), (row["tags"] or "").split()
             where = f"{csv_path}, line {line}"
+            if None in row:
+                raise DataError(f"{where}: {len(cols) + len(row[None])} fields for the {len(cols)} columns {cols} (tags are space-separated).")
             if not name:
                 raise DataError(f"{where}: empty image_name.")
             if not tags:
@@ -247,8 +251,8 @@ class PlanetDataModule(BaseDataModule):
             paths.append(path)
             sources.append(f"{csv_path.name}, line {line}")
             targets[k, [index[t] for t in tags]] = 1
+        keep = self._readable(paths, sources)
         if self.skip_unreadable:
-            keep = self._readable(paths)
             self.skipped = [str(paths[i]) for i in range(len(paths)) if not keep[i]]
             if self.skipped:
                 rank_zero_warn(f"{img_dir}: left out {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]} (--data.init_args.skip_unreadable).")
@@ -256,13 +260,16 @@ class PlanetDataModule(BaseDataModule):
             targets = targets[keep]
         return paths, targets, sources
 
-    @staticmethod
-    def _readable(paths: list[Path]) -> np.ndarray:
+    def _readable(self, paths: list[Path], sources: list[str]) -> np.ndarray:
+        """Which images open and are complete (a cheap check, no full decode of JPEG/PNG); without
+        ``skip_unreadable`` the first bad one is an error naming it and its CSV line."""
         keep = np.ones(len(paths), bool)
         for i, p in enumerate(paths):
             try:
-                read_rgb(p, draft=(16, 16))
-            except DataError:
+                check_image(p)
+            except DataError as e:
+                if not self.skip_unreadable:
+                    raise DataError(f"{e} Listed in {sources[i]}. --data.init_args.skip_unreadable true leaves such images out.") from e
                 keep[i] = False
         return keep
 

@@ -299,9 +299,8 @@ def test_unreadable_image_fails_or_is_skipped(tmp_path):
     root = write_planet(tmp_path / "p", n=10)
     (root / "train" / "train_3.jpg").write_bytes(b"\xff\xd8 truncated")
     dm = PlanetDataModule(root=str(root), size=32, num_workers=0, valid_pct=0.0)
-    dm.setup("fit")
     with pytest.raises(DataError, match=r"train_3\.jpg: unreadable image .* Listed in labels\.csv, line 5\. .*skip_unreadable true"):
-        dm.datasets["train"][3]
+        dm.setup("fit")  # found at setup, before training
     dm = PlanetDataModule(root=str(root), size=32, num_workers=0, valid_pct=0.0, skip_unreadable=True)
     with pytest.warns(UserWarning, match="left out 1 unreadable image"):
         dm.setup("fit")

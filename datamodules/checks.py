@@ -1,0 +1,154 @@
+"""Cheap checks of input files at setup, so that bad data stops before training with one line.
+
+* :func:`check_image`: the header opens, the mode is one :func:`~datamodules.base.read_rgb`
+  reads, and the file is complete (PNG chunks and CRCs verified, a JPEG ends with its end
+  marker; anything else, or a file that fails the quick test, is decoded in full).
+* :func:`read_mask`: class-id label images (8/16-bit greyscale or palette), their size and
+  their values against the class count.
+* :func:`read_text`: UTF-8 text files, with the byte and line of a bad encoding.
+* :func:`check_calibration` / :func:`check_point`: BIWI intrinsics vs the frame size, and a
+  head centre inside its frame.
+* :func:`duplicates`: rows of one split whose text is already in another (IMDB leaks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .base import IMAGE_ERRORS, DataError, refuse_mode
+
+MASK_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """UTF-8 (with or without a BOM) text; a :class:`DataError` names the byte and line otherwise."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); re-save it as UTF-8.") from e
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content (see :func:`decode_text`)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: unreadable ({e.strerror or e}).") from e
+    return decode_text(raw, path)
+
+
+def _complete(im: Image.Image, path: Path) -> bool:
+    """Quick completeness test of a just-opened image: PNG chunks and CRCs verified (no
+    decompression), a JPEG ends with its EOI marker. False means 'decode it to be sure'."""
+    if im.format == "PNG":
+        try:
+            im.verify()
+            return True
+        except IMAGE_ERRORS:
+            return False
+    if im.format == "JPEG":
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64))
+            return f.read().rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+    return False
+
+
+def check_image(path: Path) -> tuple[int, int]:
+    """(width, height) of an image that opens, has a readable mode and is complete.
+
+    Raises:
+        DataError: unreadable, truncated, or a mode such as 32-bit float.
+    """
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            refuse_mode(im, path)
+            complete = _complete(im, path)
+        if not complete:
+            with Image.open(path) as im:
+                im.load()  # the decoder decides (e.g. a PNG without IEND whose pixels are whole)
+    except IMAGE_ERRORS as e:
+        raise DataError(f"{path}: unreadable image ({e}).") from e
+    return size
+
+
+def read_mask(path: Path, num_classes: int, classes_from: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A label image of class ids as uint8 (H, W), checked.
+
+    Args:
+        num_classes: values must be ``0 .. num_classes - 1``.
+        classes_from: where the class list comes from (``codes.txt``'s path), for the message.
+        shape: the image's (height, width) the mask must have.
+
+    Raises:
+        DataError: unreadable, a colour (RGB) or other non-id mode, another size, a value outside the classes.
+    """
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in MASK_MODES:
+                kind = "colours (RGB), not class ids" if mode in ("RGB", "RGBA") else f"mode {mode}"
+                raise DataError(
+                    f"{path}: label image holds {kind}; expected class ids 0..{num_classes - 1} as an 8-bit greyscale "
+                    "or palette PNG (convert colour-coded labels to ids first)."
+                )
+            mask = np.asarray(im)
+    except IMAGE_ERRORS as e:
+        raise DataError(f"{path}: unreadable label image ({e}).") from e
+    if shape is not None and mask.shape != tuple(shape):
+        raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]} (WxH).")
+    lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        depth = " (a 16-bit label image: its values must be the ids themselves, not scaled)" if mode.startswith("I") else ""
+        raise DataError(f"{path}: label value {bad} is outside the {num_classes} classes of {classes_from} (ids 0..{num_classes - 1}){depth}.")
+    return mask.astype(np.uint8)
+
+
+def check_calibration(K: np.ndarray, cal: Path, frame: Path, width: int, height: int, tolerance: float = 0.15) -> None:
+    """The principal point (cx, cy) of ``rgb.cal`` must lie near the centre of its frames.
+
+    Intrinsics for another resolution (frames resized, a camera's other mode) put every projected
+    head centre in the wrong place; this is caught when cx/W or cy/H is off 0.5 by more than ``tolerance``.
+    """
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if abs(cx / width - 0.5) > tolerance or abs(cy / height - 0.5) > tolerance:
+        raise DataError(
+            f"{cal}: principal point ({cx:g}, {cy:g}) is not near the centre of {frame.name} ({width}x{height}); "
+            f"these intrinsics are for frames of about {2 * cx:.0f}x{2 * cy:.0f}. Use the rgb.cal of these frames."
+        )
+
+
+def check_point(point: tuple[float, float], width: int, height: int, source: Path, frame: Path) -> None:
+    """A head centre (pixels) must lie inside its frame (pixel centres at integers)."""
+    x, y = point
+    if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+        raise DataError(
+            f"{source}: the head centre projects to ({x:.1f}, {y:.1f}), outside its {width}x{height} frame {frame.name}; "
+            "check the pose's units (mm) and the person's rgb.cal."
+        )
+
+
+def duplicates(texts: list[str], other: list[str] = ()) -> tuple[list[int], int, int]:
+    """Indices of ``texts`` to keep: not in ``other`` and each text once.
+
+    Returns:
+        (kept indices, how many were also in ``other``, how many repeated within ``texts``).
+    """
+    seen, taken = set(other), set()
+    keep, leaked, repeated = [], 0, 0
+    for i, t in enumerate(texts):
+        if t in seen:
+            leaked += 1
+        elif t in taken:
+            repeated += 1
+        else:
+            taken.add(t)
+            keep.append(i)
+    return keep, leaked, repeated
+
