@@ -25,6 +25,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
 from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, SaveLast, Stages
+from callbacks.checkpoint_io import CheckpointError, check_loadable
+from callbacks.nan_guard import NanGuard, TrainingDiverged, finite_json
 from callbacks.lr_finder import find_lr
 from callbacks.speed import auto_precision
 from datamodules.base import DataError
@@ -303,6 +305,7 @@ class KitCLI(LightningCLI):
         trainer.callbacks.append(SaveLast(self.run_dir / "checkpoints" / "last.ckpt"))
         trainer.callbacks.append(PredictionWriter())
         trainer.callbacks.append(Recorder())
+        trainer.callbacks.append(NanGuard())  # non-finite loss/gradients/weights stop the run; saves finite only
         return trainer
 
     def _print(self, msg: str) -> None:
@@ -310,27 +313,51 @@ class KitCLI(LightningCLI):
             print(msg, flush=True)
 
     # -- metrics.json -----------------------------------------------------------
-    def write_metrics(self, stage: str) -> Path | None:
+    def write_metrics(self, stage: str, status: str = "completed", error: str | None = None) -> Path | None:
+        """``metrics.json``: strict JSON (NaN/inf written as null and listed under ``non_finite``)."""
         if not self.trainer.is_global_zero:
             return None
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", None)
+        stages = next((c for c in self.trainer.callbacks if isinstance(c, Stages)), None)
         out = {
             "subcommand": stage,
+            "status": status,
+            **({"error": error} if error else {}),
             "metrics": metrics,
+            "model_lr": float(self.model.lr) if isinstance(getattr(self.model, "lr", None), (int, float)) else None,
+            "stages_ran": stages.ran if stages is not None and stage == "fit" else None,
             "epochs": self.trainer.current_epoch,
             "global_step": self.trainer.global_step,
-            "best_checkpoint": getattr(ckpt, "best_model_path", None) or None,
+            "best_checkpoint": best if best and Path(best).is_file() else None,
             "last_checkpoint": next((str(c.path) for c in self.trainer.callbacks if isinstance(c, SaveLast) and c.path.is_file()), None),
             "run_dir": str(self.run_dir),
             "config": json.loads(json.dumps(cfg.as_dict(), default=str)),
             "versions": versions(),
         }
+        out, bad = finite_json(json.loads(json.dumps(out, default=str)))
+        if bad:
+            out["non_finite"] = bad
+            out["note"] = "non-finite values (NaN/inf) are written as null; non_finite lists their keys"
         path = self.run_dir / "metrics.json"
-        path.write_text(json.dumps(out, indent=2, default=str))
+        path.write_text(json.dumps(out, indent=2, allow_nan=False))
         self._print(f"Metrics: {path}")
         return path
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Checkpoints are read as data only (one line if not loadable); a diverged fit still writes metrics.json."""
+        kwargs = self.config_init[subcommand]
+        if kwargs.get("weights_only") is False:
+            raise CheckpointError("--weights_only false is refused: checkpoints are loaded as data only")
+        if subcommand in ("fit", "validate", "test", "predict") and kwargs.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
+            check_loadable(kwargs["ckpt_path"])
+        try:
+            super()._run_subcommand(subcommand)
+        except TrainingDiverged as e:
+            self.write_metrics(subcommand, status="diverged", error=str(e))
+            raise
 
     def after_fit(self):
         self.write_metrics("fit")
@@ -372,10 +399,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
 
 
 def _user_error(e: BaseException) -> BaseException | None:
-    """The DataError / WeightsUnavailableError behind an exception (jsonargparse wraps them)."""
+    """The DataError / WeightsUnavailableError / CheckpointError / TrainingDiverged behind an exception (jsonargparse wraps them)."""
     seen = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, (DataError, WeightsUnavailableError)):
+        if isinstance(e, (DataError, WeightsUnavailableError, CheckpointError, TrainingDiverged)):
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__

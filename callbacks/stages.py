@@ -30,9 +30,11 @@ class Stage:
 
     Attributes:
         epochs: length of the stage (and of its one-cycle schedule).
-        lr: a number, ``find`` (LR range test at the stage start), an expression of the previous
-            stage's LR or of the found one (``lr/5``, ``find/10``), or ``[low, high]`` of those: a
-            slice, the lowest layer group gets ``low``, the head ``high``, geometric in between.
+        lr: a number, ``find`` (LR range test at the stage start), an expression of the model's
+            ``lr`` option (``base``, ``base/2``: ``--model.lr`` sets it), of the previous stage's
+            head LR (``lr/5``; the model's ``lr`` for the first stage) or of the found one
+            (``find/10``), or ``[low, high]`` of those: a slice, the lowest layer group gets
+            ``low``, the head ``high``, geometric in between.
         freeze_to: first trainable layer group, fastai-style: ``-1`` trains only the head,
             ``0`` everything.
         size: input size for this stage (``[h, w]`` or one number), or None to keep it.
@@ -50,11 +52,14 @@ class Stage:
     name: str | None = None
 
 
-_EXPR = re.compile(r"^\s*(lr|find)\s*(?:([/*])\s*([0-9.eE+-]+))?\s*$")
+_EXPR = re.compile(r"^\s*(lr|find|base)\s*(?:([/*])\s*([0-9.eE+-]+))?\s*$")
 
 
-def eval_lr(value: LRValue, prev: float, found: float | None) -> float:
-    """``3e-3``, ``lr``, ``lr/5``, ``find``, ``find/10``... as a number."""
+def eval_lr(value: LRValue, prev: float, found: float | None, base: float | None = None) -> float:
+    """``3e-3``, ``lr``, ``lr/5``, ``base``, ``base*2``, ``find``, ``find/10``... as a number.
+
+    ``prev`` is the previous stage's head LR, ``found`` the range test's, ``base`` the model's ``lr``.
+    """
     if isinstance(value, (int, float)):
         return float(value)
     m = _EXPR.match(str(value))
@@ -62,14 +67,15 @@ def eval_lr(value: LRValue, prev: float, found: float | None) -> float:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"stage lr '{value}': use a number, lr, find, or lr/N, lr*N, find/N") from None
-    base = prev if m.group(1) == "lr" else found
-    if base is None:
-        raise ValueError(f"stage lr '{value}' needs an LR range test: it has no 'find' result")
+            raise ValueError(f"stage lr '{value}': use a number, lr, base, find, or lr/N, base*N, find/N") from None
+    ref = {"lr": prev, "find": found, "base": base}[m.group(1)]
+    if ref is None:
+        need = "an LR range test: it has no 'find' result" if m.group(1) == "find" else "the model's lr"
+        raise ValueError(f"stage lr '{value}' needs {need}")
     if m.group(2):
         k = float(m.group(3))
-        return base / k if m.group(2) == "/" else base * k
-    return base
+        return ref / k if m.group(2) == "/" else ref * k
+    return ref
 
 
 def needs_find(lr) -> bool:
@@ -77,12 +83,21 @@ def needs_find(lr) -> bool:
     return any(isinstance(v, str) and v.strip().startswith("find") for v in values)
 
 
-def stage_lrs(stage: Stage, n_groups: int, prev: float, found: float | None) -> list[float]:
+def uses_model_lr(stages: list[Stage]) -> bool:
+    """Whether the model's ``lr`` option sets some stage's LR (``base`` anywhere, or ``lr`` in the first)."""
+    def refs(stage, names):
+        values = stage.lr if isinstance(stage.lr, (list, tuple)) else [stage.lr]
+        return any(isinstance(v, str) and v.strip().startswith(names) for v in values)
+
+    return any(refs(s, ("base",)) for s in stages) or refs(stages[0], ("lr",))
+
+
+def stage_lrs(stage: Stage, n_groups: int, prev: float, found: float | None, base: float | None = None) -> list[float]:
     """Per-group LRs of a stage: spread (slice) then zeroed below ``freeze_to``."""
     if isinstance(stage.lr, (list, tuple)):
-        lrs = spread_lrs([eval_lr(v, prev, found) for v in stage.lr], n_groups)
+        lrs = spread_lrs([eval_lr(v, prev, found, base) for v in stage.lr], n_groups)
     else:
-        lrs = spread_lrs(eval_lr(stage.lr, prev, found), n_groups)
+        lrs = spread_lrs(eval_lr(stage.lr, prev, found, base), n_groups)
     first = stage.freeze_to if stage.freeze_to >= 0 else max(0, n_groups + stage.freeze_to)
     return [0.0 if i < first else v for i, v in enumerate(lrs)]
 
@@ -90,7 +105,9 @@ def stage_lrs(stage: Stage, n_groups: int, prev: float, found: float | None) -> 
 class Stages(pl.Callback):
     """Runs a list of :class:`Stage` in order; ``trainer.max_epochs`` follows their total.
 
-    Resumable: the current stage, the LRs chosen so far and whether the stage has started are in
+    :attr:`ran` records each started stage as plain data (epochs, the LR as written, the LR per
+    layer group that ran, the found LR, size, batch size), for ``metrics.json``. Resumable: the
+    current stage, the LRs chosen so far and whether the stage has started are in
     :meth:`state_dict`; the one-cycle scheduler's own state is in the checkpoint, so ``--ckpt_path``
     continues mid-stage exactly.
     """
@@ -103,6 +120,7 @@ class Stages(pl.Callback):
         self.started = -1  # index of the last stage whose schedule was built
         self.head_lrs: list[float] = []  # head LR of each started stage
         self.found: list[float | None] = []
+        self.ran: list[dict] = []  # what each started stage ran with (plain types: weights_only loads)
 
     # -- bookkeeping ------------------------------------------------------------
     @property
@@ -121,12 +139,13 @@ class Stages(pl.Callback):
         return sum(s.epochs for s in self.stages[:k])
 
     def state_dict(self):
-        return {"started": self.started, "head_lrs": list(self.head_lrs), "found": list(self.found)}
+        return {"started": self.started, "head_lrs": list(self.head_lrs), "found": list(self.found), "ran": list(self.ran)}
 
     def load_state_dict(self, state):
         self.started = state["started"]
         self.head_lrs = list(state["head_lrs"])
         self.found = list(state["found"])
+        self.ran = list(state.get("ran", []))
 
     # -- data: size and batch size ---------------------------------------------------
     def _apply_data(self, trainer, k: int) -> bool:
@@ -154,6 +173,10 @@ class Stages(pl.Callback):
         if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
             trainer.fit_loop.max_epochs = self.total_epochs
         self._apply_data(trainer, 0)  # before the first loaders are built
+        if trainer.is_global_zero and not uses_model_lr(self.stages):
+            how = "is only the fallback of 'lr: find'" if needs_find(self.stages[0].lr) else "is not used: every stage sets its own LR"
+            print(f"[stages] note: the model's lr ({float(pl_module.lr):.2e}) {how}; "
+                  "write a stage's lr as base, base/N or [base/100, base] to set it from --model.lr", flush=True)
 
     def on_train_start(self, trainer, pl_module):
         # after a resume the loops know the epoch only now: put that stage's data settings back
@@ -188,11 +211,18 @@ class Stages(pl.Callback):
         found = None
         if needs_find(stage.lr):
             found = self._find(trainer, pl_module, stage, k, n_groups, prev)
-        lrs = stage_lrs(stage, n_groups, prev, found)
+        lrs = stage_lrs(stage, n_groups, prev, found, float(pl_module.lr))
         steps = stage.epochs * max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
         sched = one_cycle(opt, lrs, steps, getattr(pl_module, "pct_start", 0.25))
         trainer.lr_scheduler_configs[0].scheduler = sched
         self.started, self.head_lrs, self.found = k, [*self.head_lrs, lrs[-1]], [*self.found, found]
+        self.ran = [*self.ran, {
+            "stage": stage.name or f"stage-{k + 1}", "schedule_epochs": stage.epochs,
+            "epochs": [self.first_epoch(k), min(self.first_epoch(k) + stage.epochs, trainer.max_epochs) - 1],
+            "lr": list(stage.lr) if isinstance(stage.lr, (list, tuple)) else stage.lr, "max_lr_per_group": [float(v) for v in lrs],
+            "found_lr": found, "model_lr": float(pl_module.lr), "freeze_to": stage.freeze_to,
+            "size": list(size) if isinstance(size, (list, tuple)) else size, "batch_size": getattr(trainer.datamodule, "batch_size", None),
+        }]
         if trainer.is_global_zero:
             print(f"[stages] {stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
                   f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
@@ -226,4 +256,4 @@ def _log_plot(trainer, path: Path) -> None:
             logger.log_image(key=f"pictures/{path.stem}", images=[str(path)], step=trainer.global_step)
 
 
-__all__ = ["Stage", "Stages", "eval_lr", "stage_lrs"]
+__all__ = ["Stage", "Stages", "eval_lr", "stage_lrs", "uses_model_lr"]
