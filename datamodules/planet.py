@@ -22,12 +22,12 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
 from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, read_rgb, require_dir, split_indices
-from .checks import check_image, read_text
+from .checks import DECODE_BUDGET, check_images, read_text
 from .planet_sample import write_planet_sample
 
 PLANET_TAGS = [
@@ -261,16 +261,17 @@ class PlanetDataModule(BaseDataModule):
         return paths, targets, sources
 
     def _readable(self, paths: list[Path], sources: list[str]) -> np.ndarray:
-        """Which images open and are complete (a cheap check, no full decode of JPEG/PNG); without
+        """Which images open and are complete (:func:`~datamodules.checks.check_images`: all with
+        ``skip_unreadable``, else a bounded sample of those needing a full decode); without
         ``skip_unreadable`` the first bad one is an error naming it and its CSV line."""
+        errors, left = check_images(paths, None if self.skip_unreadable else DECODE_BUDGET, self.seed)
+        if errors and not self.skip_unreadable:
+            i = min(errors)
+            raise DataError(f"{errors[i]} Listed in {sources[i]}. --data.init_args.skip_unreadable true leaves such images out.")
+        if left:
+            rank_zero_info(f"{paths[0].parent}: {left} of {len(paths)} images were not decoded at setup (JPEGs without an end marker, beyond a sample); a broken one stops the run when it loads.")
         keep = np.ones(len(paths), bool)
-        for i, p in enumerate(paths):
-            try:
-                check_image(p)
-            except DataError as e:
-                if not self.skip_unreadable:
-                    raise DataError(f"{e} Listed in {sources[i]}. --data.init_args.skip_unreadable true leaves such images out.") from e
-                keep[i] = False
+        keep[list(errors)] = False
         return keep
 
     def _predict_paths(self) -> list[Path] | None:

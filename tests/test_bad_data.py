@@ -452,3 +452,26 @@ def test_cli_worker_error_mid_run_is_one_line_and_keeps_the_epoch(tmp_path):
     assert len(errors) == 1 and f"error: {root / 'train'}/train_" in errors[0] and ": unreadable image (" in errors[0]
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "on_exception.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["epoch"] == 1
+
+
+def test_jpegs_the_quick_test_cannot_vouch_for_are_decoded_within_a_budget(tmp_path):
+    """A JPEG with bytes after its end marker (Planet's real files) passes the quick test; one whose
+    trailing bytes look like a scan start is decoded to be sure, a bounded, seeded sample of them."""
+    from datamodules.checks import check_images, probe_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"t{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+        p.write_bytes(p.read_bytes() + (b"x\x9c\x00\x00" if i == 0 else b"\xff\xda trailing"))
+        paths.append(p)
+    truncate(paths[4], 0.6)
+    assert probe_image(paths[0]) == ((32, 32), True) and probe_image(paths[1]) == ((32, 32), False)
+    assert check_image(paths[1]) == (32, 32)
+    errors, left = check_images(paths, budget=None)
+    assert list(errors) == [4] and left == 0 and "t4.jpg: unreadable image" in str(errors[4])
+    errors, left = check_images(paths, budget=2)
+    assert left == 3 and set(errors) <= {4}
+    found = {k for seed in range(20) for k in check_images(paths, budget=2, seed=seed)[0]}
+    assert found == {4}  # the sample moves with the seed
