@@ -55,18 +55,18 @@ def recipe_callbacks(task: str) -> list[dict]:
 
 
 def scale_stages(stages: list[dict], epochs: int, size: list[int] | None) -> list[dict]:
-    """The stages with their epochs scaled to sum to ``epochs`` (each at least 1) and their sizes
-    scaled so that the last sized stage has ``size``."""
-    total = sum(s.get("epochs", 1) for s in stages)
-    out, used = [], 0
-    for i, s in enumerate(stages):
-        s = dict(s)
-        left = len(stages) - i - 1
-        n = epochs - used - left if not left else max(1, round(s.get("epochs", 1) * epochs / total))
-        s["epochs"] = max(1, min(n, epochs - used - left))
-        used += s["epochs"]
-        out.append(s)
-    sized = [s for s in out if s.get("size") is not None]
+    """The stages with their epochs scaled to sum to ``epochs`` (as ``--trainer.max_epochs`` does)
+    and their sizes in pixels scaled so that the last such stage has ``size`` (fractional sizes
+    already follow ``--data.size``)."""
+    from callbacks.stages import scale_epochs
+
+    lengths = scale_epochs([s.get("epochs", 1) for s in stages], epochs) if epochs < sum(s.get("epochs", 1) for s in stages) else None
+    if lengths is None:  # a longer budget: stretch in proportion
+        total = sum(s.get("epochs", 1) for s in stages)
+        lengths = [max(1, round(s.get("epochs", 1) * epochs / total)) for s in stages]
+        lengths[-1] += epochs - sum(lengths)
+    out = [{**s, "epochs": n} for s, n in zip(stages, lengths) if n > 0]
+    sized = [s for s in out if s.get("size") is not None and not isinstance(s["size"], float)]
     if size is not None and sized:
         last = sized[-1]["size"]
         last = [last, last] if isinstance(last, int) else list(last)
@@ -100,6 +100,8 @@ def run_project(args, seed: int, work: Path) -> dict:
         run_dir = work / f"project-{task}-{seed}"
         cmd = [sys.executable, "train.py", "--task", task, "--data.init_args.root", str(args.root), "--config", str(overlay(task, args.epochs, args.size, work)),
                "--seed_everything", str(seed), "--run_dir", str(run_dir), *QUIET, *encoder, *args.cli]
+        if task == args.task and args.variant:  # a candidate recipe: a config on top of the scaled one
+            cmd[cmd.index("--seed_everything"):cmd.index("--seed_everything")] = ["--config", str(args.variant)]
         steps.append(_run(cmd, run_dir / "metrics.json"))
         encoder = ["--model.init_args.encoder_ckpt", str(run_dir / "encoder")]
     return {**steps[-1], "seconds": time.perf_counter() - t0}
@@ -241,6 +243,7 @@ def parse(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lr", type=float, default=None, help="the plain loop's LR (default 3e-3; 1e-4 for imdb)")
     p.add_argument("--pre_task", default=None, help="a task run first whose encoder the project arm starts from (imdb_lm)")
+    p.add_argument("--variant", type=Path, default=None, help="a config put on top of the project arm's (to try a candidate recipe)")
     p.add_argument("--arms", nargs="+", default=["project", "plain"], choices=["project", "plain"])
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--_plain", default=None, help=argparse.SUPPRESS)
@@ -284,7 +287,7 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"recipes-{args.task}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seeds": args.seeds, "plain_lr": args.lr,
-              "pre_task": args.pre_task, "cli": args.cli, "rows": rows, "summary": summary}
+              "pre_task": args.pre_task, "variant": args.variant and args.variant.read_text(), "cli": args.cli, "rows": rows, "summary": summary}
     out.write_text(json.dumps(result, indent=2))
     out.with_suffix(".md").write_text(f"# {args.task} on {args.root.name}: {args.epochs} epochs, size {args.size}\n\n{md}\n")
     print(f"Results: {out}")

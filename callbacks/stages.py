@@ -10,7 +10,7 @@ may be found by an LR range test at its start (``lr: find``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -37,7 +37,9 @@ class Stage:
             ``low``, the head ``high``, geometric in between.
         freeze_to: first trainable layer group, fastai-style: ``-1`` trains only the head,
             ``0`` everything.
-        size: input size for this stage (``[h, w]`` or one number), or None to keep it.
+        size: input size for this stage: ``[h, w]`` or one number of pixels, a fraction of the
+            datamodule's ``size`` (``0.5``: half of ``--data.size``, at least 32 pixels a side;
+            ``1.0``: that size), or None to keep the current size.
         batch_size: batch size for this stage, or None to keep it.
         rule: LR-suggestion rule for ``find`` (``valley``, ``steepest``, ``minimum``).
         name: checkpoint name at the end of the stage (default ``stage-<k>``).
@@ -46,7 +48,7 @@ class Stage:
     epochs: int = 1
     lr: LRValue | list[LRValue] = "lr"
     freeze_to: int = 0
-    size: list[int] | int | None = None
+    size: list[int] | int | float | None = None
     batch_size: int | None = None
     rule: str = "valley"
     name: str | None = None
@@ -76,6 +78,29 @@ def eval_lr(value: LRValue, prev: float, found: float | None, base: float | None
         k = float(m.group(3))
         return ref / k if m.group(2) == "/" else ref * k
     return ref
+
+
+def scale_epochs(epochs: list[int], total: int) -> list[int]:
+    """Stage lengths shrunk to ``total`` epochs in their proportions (each at least 1; stages
+    beyond ``total`` get none). ``--trainer.max_epochs`` below the recipe's length uses this."""
+    if total >= sum(epochs):
+        return list(epochs)
+    if total <= len(epochs):
+        return [1] * total + [0] * (len(epochs) - total)
+    out = [max(1, round(e * total / sum(epochs))) for e in epochs]
+    while sum(out) != total:  # rounding: take from / give to the longest stage
+        i = max(range(len(out)), key=lambda j: out[j])
+        out[i] += 1 if sum(out) < total else -1
+    return out
+
+
+def stage_size(size, base, minimum: int = 32):
+    """A stage's input size: pixels as given, or a fraction of the datamodule's ``base`` size."""
+    if size is None or not isinstance(size, float):
+        return size if size is None or isinstance(size, int) else tuple(size)
+    hw = (base, base) if isinstance(base, int) else tuple(base)
+    out = tuple(max(minimum, round(v * size)) for v in hw)
+    return out[0] if isinstance(base, int) else out
 
 
 def needs_find(lr) -> bool:
@@ -121,6 +146,7 @@ class Stages(pl.Callback):
         self.head_lrs: list[float] = []  # head LR of each started stage
         self.found: list[float | None] = []
         self.ran: list[dict] = []  # what each started stage ran with (plain types: weights_only loads)
+        self.base_size = None  # the datamodule's size at fit start (fractional stage sizes)
 
     # -- bookkeeping ------------------------------------------------------------
     @property
@@ -154,7 +180,7 @@ class Stages(pl.Callback):
         if stage.size is not None:
             if not hasattr(dm, "set_size"):
                 raise ValueError(f"stage {k + 1} sets size {stage.size} but {type(dm).__name__} has no set_size()")
-            size = stage.size if isinstance(stage.size, int) else tuple(stage.size)
+            size = stage_size(stage.size, self.base_size)
             if getattr(dm, "size", None) != size:
                 dm.set_size(size)
                 changed = True
@@ -172,6 +198,13 @@ class Stages(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
             trainer.fit_loop.max_epochs = self.total_epochs
+        elif trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
+            lengths = scale_epochs([s.epochs for s in self.stages], trainer.max_epochs)
+            self.stages = [replace(s, epochs=n) for s, n in zip(self.stages, lengths) if n > 0]
+            if trainer.is_global_zero:
+                print(f"[stages] --trainer.max_epochs {trainer.max_epochs}: the recipe's stages scaled to {lengths} epochs", flush=True)
+        # fractional stage sizes are shares of the datamodule's own size (--data.size)
+        self.base_size = getattr(trainer.datamodule, "size", None)
         self._apply_data(trainer, 0)  # before the first loaders are built
         if trainer.is_global_zero and not uses_model_lr(self.stages):
             how = "is only the fallback of 'lr: find'" if needs_find(self.stages[0].lr) else "is not used: every stage sets its own LR"
@@ -256,4 +289,4 @@ def _log_plot(trainer, path: Path) -> None:
             logger.log_image(key=f"pictures/{path.stem}", images=[str(path)], step=trainer.global_step)
 
 
-__all__ = ["Stage", "Stages", "eval_lr", "stage_lrs", "uses_model_lr"]
+__all__ = ["Stage", "Stages", "eval_lr", "scale_epochs", "stage_lrs", "stage_size", "uses_model_lr"]

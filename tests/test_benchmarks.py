@@ -72,3 +72,4 @@ def test_recipe_stages_scale_to_the_benchmark_budget():
     out = scale_stages(stages, 6, [120, 160])
     assert [s["epochs"] for s in out] == [3, 3] and [s["size"] for s in out] == [[60, 80], [120, 160]]
     assert [s["epochs"] for s in scale_stages([{"epochs": 1}, {"epochs": 9}], 3, None)] == [1, 2]
+    assert scale_stages([{"epochs": 4, "size": 0.5}, {"epochs": 4, "size": 1.0}], 12, [96, 128]) == [{"epochs": 6, "size": 0.5}, {"epochs": 6, "size": 1.0}]

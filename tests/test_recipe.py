@@ -306,3 +306,21 @@ def test_staged_recipe_through_cli_writes_plots(run_cli):
     for name in ("plot_lr", "plot_losses", "lr_find-stage-1", "show_results"):
         assert (run / "pictures" / f"{name}.png").stat().st_size > 1000, name
     assert (run / "checkpoints" / "stage-1.ckpt").is_file() and (run / "checkpoints" / "stage-2.ckpt").is_file()
+
+
+def test_scale_epochs_keeps_proportions_and_total():
+    from callbacks.stages import scale_epochs
+
+    assert scale_epochs([12, 12], 24) == [12, 12] and scale_epochs([12, 12], 30) == [12, 12]
+    assert scale_epochs([12, 12], 6) == [3, 3]
+    assert scale_epochs([10, 12, 10], 8) == [2, 4, 2]
+    assert sum(scale_epochs([9, 6], 4)) == 4 and all(n >= 1 for n in scale_epochs([9, 6], 4))
+    assert scale_epochs([5, 5, 5, 5], 2) == [1, 1, 0, 0]
+
+
+def test_stage_size_fractions_of_the_data_size():
+    from callbacks.stages import stage_size
+
+    assert stage_size(0.5, (360, 480)) == (180, 240) and stage_size(1.0, (96, 128)) == (96, 128)
+    assert stage_size(0.5, 256) == 128 and stage_size(0.5, (32, 32)) == (32, 32)  # at least 32 a side
+    assert stage_size([64, 96], (360, 480)) == (64, 96) and stage_size(128, 256) == 128 and stage_size(None, 64) is None
