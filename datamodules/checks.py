@@ -1,8 +1,9 @@
 """Cheap checks of input files at setup, so that bad data stops before training with one line.
 
 * :func:`check_image`: the header opens, the mode is one :func:`~datamodules.base.read_rgb`
-  reads, and the file is complete (PNG chunks and CRCs verified, a JPEG ends with its end
-  marker; anything else, or a file that fails the quick test, is decoded in full).
+  reads, and the file is complete (PNG chunks and CRCs verified, a JPEG's end marker after its
+  last scan; anything else, or a file that fails the quick test, is decoded in full);
+  :func:`check_images` the same for many, decoding at most ``DECODE_BUDGET`` of them.
 * :func:`read_mask`: class-id label images (8/16-bit greyscale or palette), their size and
   their values against the class count.
 * :func:`read_text`: UTF-8 text files, with the byte and line of a bad encoding.
