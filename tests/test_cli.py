@@ -23,7 +23,9 @@ FAST = ["--trainer.fast_dev_run", "true"]
 def test_expand_task():
     assert expand_task(["--task", "camvid", "--trainer.max_epochs", "3"])[:3] == ["fit", "--config", str(ROOT / "configs" / "camvid.yaml")]
     args = expand_task(["validate", "--task=camvid_resnet34", "--ckpt_path", "x"])
-    assert args[0] == "validate" and args.count("--config") == 2 and args[-2:] == ["--ckpt_path", "x"]
+    # camvid, the sample's overlay for camvid (no root given), camvid_resnet34
+    assert args[0] == "validate" and args.count("--config") == 3 and args[-2:] == ["--ckpt_path", "x"]
+    assert expand_task(["validate", "--task=camvid_resnet34", "--data.init_args.root", "d"]).count("--config") == 2
     assert [p.stem for p in config_chain("camvid_resnet34")] == ["camvid", "camvid_resnet34"]
     assert expand_task(["fit", "--config", "a.yaml"]) == ["fit", "--config", "a.yaml"]
 
