@@ -19,12 +19,13 @@ from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field  # pydantic refuses lone surrogates itself (string_unicode)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .bundle import load_bundle
 from .feedback import FeedbackStore, KeyReused
 from .limits import BodyLimit, BodyTooLarge, JsonLimit, TooLarge, parse_json
+from .images import DECODE_SLOTS
 from .predict import DEFAULT_MAX_PIXELS, InputError, Predictor, png_bytes
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -34,27 +35,15 @@ MAX_CORRECTION_BYTES = 64 * 1024
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 
 
-def _utf8(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("holds characters that are not valid Unicode (lone surrogates)") from None
-    return text
-
-
 # -- request / response schemas (OpenAPI) -------------------------------------------------
 class TextIn(BaseModel):
     text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
-
-    _valid = field_validator("text")(_utf8)
 
 
 class TextFeedback(BaseModel):
     text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
     label: str = Field(..., description="the right label, one of the classes", max_length=200)
     idempotency_key: str | None = Field(None, description="the same key on a retry stores the correction once (or header Idempotency-Key)", max_length=255)
-
-    _valid = field_validator("text")(_utf8)
 
 
 class TagScore(BaseModel):
@@ -156,6 +145,7 @@ def create_app(
     feedback_db: str | os.PathLike | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_slots: int = DECODE_SLOTS,
 ) -> FastAPI:
     """The app serving one bundle.
 
@@ -163,10 +153,12 @@ def create_app(
         bundle_path: a folder written by ``python train.py export``.
         feedback_db: the feedback store's folder (default: ``<bundle>/feedback``).
         max_bytes: largest request body (413 above).
-        max_pixels: largest uploaded image in pixels (413 above).
+        max_pixels: largest uploaded image (or mask) in pixels (413 above, checked before decoding).
+        decode_slots: requests decoding an image (or building a full-size mask) at once; memory
+            is about ``decode_slots`` x (8 bytes x ``max_pixels`` + ``max_bytes``) over idle.
     """
     bundle = load_bundle(bundle_path)
-    predictor = Predictor(bundle, max_pixels=max_pixels)
+    predictor = Predictor(bundle, max_pixels=max_pixels, decode_slots=decode_slots)
     task, classes = bundle.task, bundle.classes
     store = FeedbackStore(feedback_db or bundle.path / "feedback", task=task, classes=classes)
     app = FastAPI(
@@ -214,7 +206,7 @@ def create_app(
         return {
             "task": task, "name": meta.get("name"), "classes": classes, "input": meta["input"],
             "thresholds": meta.get("thresholds"), "void_index": meta.get("void_index"), "palette": bundle.palette,
-            "max_bytes": max_bytes, "max_pixels": max_pixels, "feedback": store.count(),
+            "max_bytes": max_bytes, "max_pixels": max_pixels, "decode_slots": decode_slots, "feedback": store.count(),
         }
 
     @app.get("/feedback")
@@ -263,8 +255,7 @@ def create_app(
         corr, files = _checked_correction(task, classes, corr, image, mask, predictor)
         if key is not None and (found := store.find(key, store.fingerprint(image.data, corr, files))) is not None:
             return _stored(store, found)
-        prediction = predictor.answer(image)
-        prediction.pop("mask_png", None)
+        prediction = predictor.answer(image, mask_png=False)
         return _stored(store, store.add(image.data, image.ext, corr, prediction, files=files, key=key))
 
     return app

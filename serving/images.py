@@ -4,12 +4,15 @@ Every image the server opens (uploads and CamVid's corrected masks) goes through
 :func:`open_image`: the size in the header is checked against ``max_pixels`` *before* any pixel
 is decoded (a 20000x20000 PNG header of a few hundred bytes is a 413, not a decompression bomb).
 
-Memory per decode: the upload's bytes (at most ``max_bytes``) plus about 8 bytes per pixel at the
-peak (the decoded source, up to 4 B/px for RGBA or 16-bit, its RGB conversion at 3 B/px and the
-array copy at 3 B/px; the source is released before the copy). With the default 16 megapixels
-that is about 135 MB. :class:`DecodeSlots` lets only ``slots`` requests decode (or build a
-full-size answer) at once, so a burst costs at most ``slots`` times that, and once the last one
-ends the freed heap is handed back to the OS (glibc keeps it otherwise: ``malloc_trim``).
+Memory per decode: the upload's bytes (at most ``max_bytes``) plus about 10 bytes per pixel at
+the peak (the decoded source, up to 4 B/px for RGBA or 16-bit, its RGB conversion at 3 B/px and
+the array copy at 3 B/px; the source is released before the copy): 153 MB measured for a
+4000x4000 PNG, the default limit of 16 megapixels. CamVid's full-size answer (logits upsampled
+to at most 1 megapixel, the mask at the upload's size) is about as much (146 MB, 32 classes).
+:class:`DecodeSlots` lets only ``slots`` requests (default 2) run such a step at once, so a burst
+costs at most about ``slots`` x 170 MB over idle (measured: 8 concurrent 4000x4000 uploads, +301
+MB), and once the last one ends the freed heap goes back to the OS (``malloc_trim``; ``serve.py``
+also calls :func:`bound_heap`, so big buffers are unmapped when freed: +12 MB after that burst).
 """
 
 from __future__ import annotations
@@ -40,23 +43,34 @@ class InputError(Exception):
         self.status, self.message = status, message
 
 
-def _libc_trim():
+def _glibc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        return libc
+    except (OSError, AttributeError):  # not glibc: nothing to tune
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
 
 
-_TRIM = _libc_trim()
+_LIBC = _glibc()
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 << 20
 
 
 def release_memory() -> None:
     """Give freed heap pages back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere)."""
-    if _TRIM is not None:
-        _TRIM(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def bound_heap(threshold: int = MMAP_THRESHOLD) -> bool:
+    """For a server process: allocations of ``threshold`` bytes or more (decoded images, masks,
+    upsampled logits) get their own mapping, returned to the OS when freed. glibc's default
+    raises this threshold up to 32 MB after the first large free, so image buffers then land in
+    per-thread arenas and stay resident (a burst of 8 uploads left +425 MB behind; with this,
+    +13 MB). Returns whether it took effect (glibc only)."""
+    return bool(_LIBC is not None and _LIBC.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1)
 
 
 class Slot:
@@ -108,7 +122,7 @@ def open_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image
     except UnidentifiedImageError:
         raise InputError(415, f"the uploaded {what} is not an image PIL can read (JPEG, PNG, BMP, TIFF, WebP...).") from None
     except Image.DecompressionBombError as e:
-        raise InputError(413, f"the uploaded {what} is too large ({e}).") from None
+        raise InputError(413, f"the uploaded {what} is too large ({e}); the limit is {max_pixels:,} pixels.") from None
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, struct.error) as e:
         raise InputError(422, f"the uploaded {what} is truncated or corrupt ({type(e).__name__}: {e}).") from None
     w, h = im.size

@@ -106,8 +106,9 @@ class Predictor:
         """The answer for an uploaded image (Planet, CamVid, BIWI)."""
         return self.answer(self.decode(upload))
 
-    def answer(self, image: Decoded) -> dict:
-        """The model's answer for a decoded upload, in the upload's pixels."""
+    def answer(self, image: Decoded, mask_png: bool = True) -> dict:
+        """The model's answer for a decoded upload, in the upload's pixels (CamVid: without the
+        mask PNG if not ``mask_png``, for the record of a correction)."""
         task = self.meta["task"]
         out = self.images(self.image_tensor(image.small))
         H, W = image.size
@@ -117,7 +118,7 @@ class Predictor:
             x, y = ((out[0].cpu() + 1) / 2 * torch.tensor([W, H]) - 0.5).tolist()
             return {"x": round(x, 2), "y": round(y, 2), "width": W, "height": H}
         with self.slots(H * W):  # the mask at the upload's size: a memory-heavy step too
-            return self._segmentation(self.upsample_argmax(out, H, W))
+            return self._segmentation(self.upsample_argmax(out, H, W), mask_png)
 
     @staticmethod
     def upsample_argmax(logits: torch.Tensor, H: int, W: int) -> np.ndarray:
@@ -156,7 +157,7 @@ class Predictor:
         tags.sort(key=lambda r: -r["probability"])
         return {"predicted": [r["tag"] for r in tags if r["predicted"]], "tags": tags}
 
-    def _segmentation(self, mask: np.ndarray) -> dict:
+    def _segmentation(self, mask: np.ndarray, with_png: bool = True) -> dict:
         names = self.meta["classes"]
         counts = class_counts(mask, len(names))
         total = max(1, mask.size)
@@ -165,7 +166,10 @@ class Predictor:
             for i, c in enumerate(counts.tolist()) if c
         ]
         shares.sort(key=lambda r: -r["share"])
-        return {"width": int(mask.shape[1]), "height": int(mask.shape[0]), "mask_png": png_base64(mask), "shares": shares}
+        out = {"width": int(mask.shape[1]), "height": int(mask.shape[0]), "shares": shares}
+        if with_png:
+            out["mask_png"] = png_base64(mask)
+        return out
 
     def mask_from_upload(self, upload: bytes | BinaryIO, size: tuple[int, int]) -> np.ndarray:
         """A corrected CamVid mask (class ids at the image's ``size``) from an upload, checked

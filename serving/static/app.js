@@ -259,6 +259,19 @@ function idsToPng(ids, w, h) {
   return new Promise((resolve) => c.toBlob(resolve, "image/png"));
 }
 
+// one key per correction: a retry after a lost reply is stored once (the server's Idempotency-Key)
+const newKey = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`);
+
+async function postOnce(path, options) {
+  const headers = { ...(options.headers || {}), "Idempotency-Key": newKey() };
+  try {
+    return await api(path, { ...options, headers });
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;  // a network failure: the reply may be lost, retry with the same key
+    return await api(path, { ...options, headers });
+  }
+}
+
 async function sendFix() {
   const t = S.info.task;
   try {
@@ -266,7 +279,7 @@ async function sendFix() {
     if (t === "text") {
       const label = document.querySelector("input[name=label]:checked");
       if (!label) throw new Error("pick the right label first");
-      saved = await api("/feedback", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: S.text, label: label.value }) });
+      saved = await postOnce("/feedback", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: S.text, label: label.value }) });
     } else {
       const form = new FormData();
       form.append("file", S.file);
@@ -278,7 +291,7 @@ async function sendFix() {
       } else {
         form.append("mask", S.maskFile || await idsToPng(S.fixIds, S.result.width, S.result.height), "mask.png");
       }
-      saved = await api("/feedback", { method: "POST", body: form });
+      saved = await postOnce("/feedback", { method: "POST", body: form });
     }
     status(`Saved as correction #${saved.id} (${saved.count} stored). Fine-tune on them with train.py fit --data.feedback.`, "ok");
     $("fix").hidden = true; $("canvas").classList.remove("pick");
