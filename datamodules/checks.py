@@ -69,6 +69,8 @@ def probe_image(path: Path) -> tuple[tuple[int, int], bool]:
             size = im.size
             refuse_mode(im, path)
             return size, _complete(im, path)
+    except DataError:
+        raise
     except IMAGE_ERRORS as e:
         raise DataError(f"{path}: unreadable image ({e}).") from e
 
@@ -150,6 +152,8 @@ def read_mask(path: Path, num_classes: int, classes_from: str, shape: tuple[int,
                     "or palette PNG (convert colour-coded labels to ids first)."
                 )
             mask = np.asarray(im)
+    except DataError:
+        raise
     except IMAGE_ERRORS as e:
         raise DataError(f"{path}: unreadable label image ({e}).") from e
     if shape is not None and mask.shape != tuple(shape):

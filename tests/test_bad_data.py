@@ -220,9 +220,9 @@ def test_rgb_and_la_masks_are_refused(tmp_path):
     root = camvid(tmp_path / "c")
     m = _mask(root)
     Image.fromarray(np.stack([m, m, m], -1)).save(root / "labels" / "f2_P.png")
-    assert "f2_P.png: label image holds colours (RGB), not class ids" in setup_error(CamVidDataModule(root=str(root), num_workers=0))
+    assert setup_error(CamVidDataModule(root=str(root), num_workers=0)).startswith(f"{root / 'labels' / 'f2_P.png'}: label image holds colours (RGB), not class ids")
     Image.fromarray(m, mode="L").convert("LA").save(root / "labels" / "f2_P.png")
-    assert "f2_P.png: label image holds mode LA" in setup_error(CamVidDataModule(root=str(root), num_workers=0))
+    assert setup_error(CamVidDataModule(root=str(root), num_workers=0)).startswith(f"{root / 'labels' / 'f2_P.png'}: label image holds mode LA")
 
 
 def test_16bit_masks_ids_read_scaled_refused(tmp_path):
@@ -265,7 +265,11 @@ def test_segnet_broken_image_and_rgb_annotation(tmp_path):
     assert f"{root / 'train' / 's1.png'}: unreadable image" in setup_error(CamVidDataModule(root=str(root), num_workers=0))
     root = segnet(tmp_path / "s2")
     Image.open(root / "valannot" / "s1.png").convert("RGB").save(root / "valannot" / "s1.png")
-    assert "valannot/s1.png: label image holds colours (RGB)" in setup_error(CamVidDataModule(root=str(root), num_workers=0))
+    assert setup_error(CamVidDataModule(root=str(root), num_workers=0)).startswith(f"{root / 'valannot' / 's1.png'}: label image holds colours (RGB)")
+    (root / "codes.txt").write_text("Sky\nBuilding\nPole\n")  # codes.txt beside SegNet folders names the classes
+    Image.open(root / "valannot" / "s0.png").save(root / "valannot" / "s1.png")  # the RGB one replaced
+    msg = setup_error(CamVidDataModule(root=str(root), num_workers=0))
+    assert "annot/s0.png: label value" in msg and f"outside the 3 classes of {root / 'codes.txt'}" in msg
     root = segnet(tmp_path / "s3")
     m = np.asarray(Image.open(root / "trainannot" / "s0.png")).copy()
     m[0, 0] = 12
@@ -285,16 +289,39 @@ def test_planet_csv_encoding_and_ragged_rows(tmp_path):
     assert "labels.csv, line 12: duplicate image_name 'train_2' (first on line 4)" in setup_error(PlanetDataModule(root=str(root), num_workers=0))
 
 
-@pytest.mark.parametrize("keep", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.9, None])
 def test_planet_broken_jpeg_found_at_setup_or_skipped(tmp_path, keep):
     root = planet(tmp_path / "p")
-    truncate(root / "train" / "train_3.jpg", keep)
+    if keep is None:
+        (root / "train" / "train_3.jpg").write_text("not a JPEG\n")
+    else:
+        truncate(root / "train" / "train_3.jpg", keep)
     msg = setup_error(PlanetDataModule(root=str(root), num_workers=0))
     assert msg.startswith(f"{root / 'train' / 'train_3.jpg'}: unreadable image") and "Listed in labels.csv, line 5." in msg
     dm = PlanetDataModule(root=str(root), num_workers=0, skip_unreadable=True)
     with pytest.warns(UserWarning, match="left out 1 unreadable image"):
         dm.setup("fit")
     assert dm.skipped == [str(root / "train" / "train_3.jpg")]
+
+
+def test_planet_kaggle_layout_checks(tmp_path):
+    root = planet(tmp_path / "p")
+    (root / "train").rename(root / "train-jpg")
+    (root / "labels.csv").rename(root / "train_v2.csv")
+    truncate(root / "train-jpg" / "train_7.jpg")
+    msg = setup_error(PlanetDataModule(root=str(root), num_workers=0))
+    assert msg.startswith(f"{root / 'train-jpg' / 'train_7.jpg'}: unreadable image") and "Listed in train_v2.csv, line 9." in msg
+    (root / "train_v2.csv").write_bytes((root / "train_v2.csv").read_bytes().replace(b"clear", b"cl\xe9ar", 1))
+    assert "train_v2.csv: not UTF-8 text (byte" in setup_error(PlanetDataModule(root=str(root), num_workers=0))
+
+
+def test_float_image_refused_at_setup(tmp_path):
+    root = planet(tmp_path / "p")
+    (root / "train" / "train_5.jpg").unlink()
+    Image.fromarray(np.random.default_rng(0).random((48, 48), np.float32)).save(root / "train" / "train_5.tif")
+    (root / "labels.csv").write_text((root / "labels.csv").read_text().replace("train_5,", "train_5.tif,"))
+    msg = setup_error(PlanetDataModule(root=str(root), num_workers=0))
+    assert msg.startswith(f"{root / 'train' / 'train_5.tif'}: image mode F (32-bit float) is not read") and "line 7" in msg
 
 
 # -- BIWI ----------------------------------------------------------------------------------------------
@@ -326,9 +353,13 @@ def test_biwi_calibration_for_another_frame_size_is_refused(tmp_path):
     assert "13/rgb.cal: principal point (80, 60) is not near the centre of frame_00002_rgb.jpg (640x480)" in msg
 
 
-def test_biwi_truncated_frame_found_at_setup(tmp_path):
+@pytest.mark.parametrize("keep", [0.0, 0.5, None])
+def test_biwi_broken_frame_found_at_setup(tmp_path, keep):
     root = biwi(tmp_path / "b")
-    truncate(root / "13" / "frame_00000_rgb.jpg")
+    if keep is None:
+        (root / "13" / "frame_00000_rgb.jpg").write_text("not a JPEG\n")
+    else:
+        truncate(root / "13" / "frame_00000_rgb.jpg", keep)
     msg = setup_error(BiwiDataModule(root=str(root), valid_persons=["13"], num_workers=0))
     assert msg.startswith(f"{root / '13' / 'frame_00000_rgb.jpg'}: unreadable image")
 
@@ -392,18 +423,24 @@ def test_worker_traceback_is_cut_to_the_message():
     assert str(DataError("/d/x: plain")) == "/d/x: plain"
 
 
-def test_worker_error_is_one_line_and_nothing_trained_is_lost(tmp_path):
+@pytest.mark.parametrize("what", ["truncated image", "zero-byte image", "RGB mask", "mask id out of range", "16-bit mask"])
+def test_worker_error_is_one_line(tmp_path, what):
     """A file broken after setup fails in a loader process: the DataError that reaches the main
     process says just what the in-process one says."""
     root = camvid(tmp_path / "c")
     dm = CamVidDataModule(root=str(root), size=(32, 64), batch_size=2, num_workers=1)
     dm.setup("fit")
-    for p in (root / "images").iterdir():
-        truncate(p)
+    first = dm.datasets["valid"].items[0]
+    if "image" in what:
+        truncate(first[0], 0.0 if what.startswith("zero") else 0.5)
+    else:
+        m = np.asarray(Image.open(first[1]))
+        img = {"RGB mask": np.stack([m, m, m], -1), "mask id out of range": m + 40, "16-bit mask": m.astype(np.uint16) * 257}[what]
+        Image.fromarray(img).save(first[1])
     with pytest.raises(DataError) as e:
         next(iter(dm.val_dataloader()))  # not shuffled: item 0 first
     msg = str(e.value)
-    assert msg.startswith(str(root / "images")) and ": unreadable image (" in msg
+    assert msg.startswith(str(first[0] if "image" in what else first[1]) + ": ")
     assert "\n" not in msg and "Caught" not in msg and "Traceback" not in msg
     with pytest.raises(DataError) as e0:
         dm.datasets["valid"][0]
@@ -420,9 +457,10 @@ FAST = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "
         "--model.init_args.net.init_args.weights", "null"]
 
 
-def test_cli_setup_error_is_one_line(tmp_path):
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_cli_setup_error_is_one_line(tmp_path, keep):
     root = planet(tmp_path / "p")
-    truncate(root / "train" / "train_3.jpg")
+    truncate(root / "train" / "train_3.jpg", keep)
     r = _cli(["fit", "--task", "planet", "--data.init_args.root", str(root), "--runs_dir", str(tmp_path / "runs"), *FAST])
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "Caught" not in r.stderr
