@@ -81,12 +81,13 @@ def eval_lr(value: LRValue, prev: float, found: float | None, base: float | None
 
 
 def scale_epochs(epochs: list[int], total: int) -> list[int]:
-    """Stage lengths shrunk to ``total`` epochs in their proportions (each at least 1; stages
-    beyond ``total`` get none). ``--trainer.max_epochs`` below the recipe's length uses this."""
+    """Stage lengths shrunk to ``total`` epochs in their proportions (each at least 1). With fewer
+    epochs than stages, the last ``total`` stages get one each (the final size and settings are
+    the ones a model is then used at). ``--trainer.max_epochs`` below the recipe's length uses this."""
     if total >= sum(epochs):
         return list(epochs)
     if total <= len(epochs):
-        return [1] * total + [0] * (len(epochs) - total)
+        return [0] * (len(epochs) - total) + [1] * total
     out = [max(1, round(e * total / sum(epochs))) for e in epochs]
     while sum(out) != total:  # rounding: take from / give to the longest stage
         i = max(range(len(out)), key=lambda j: out[j])
