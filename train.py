@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import signal
 import sys
 import time
 from importlib import metadata
@@ -21,10 +23,12 @@ from pathlib import Path
 import torch
 import yaml
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, SaveLast, Stages
+from callbacks.predictions import ExceptionCheckpoint
 from callbacks.checkpoint_io import CheckpointError, check_loadable
 from callbacks.nan_guard import NanGuard, TrainingDiverged, finite_json
 from callbacks.lr_finder import find_lr
@@ -127,6 +131,9 @@ def versions() -> dict[str, str]:
     return out
 
 
+RUN_STAMP = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")  # new_run_dir's folder names
+
+
 def new_run_dir(runs_dir: str, name: str) -> Path:
     """A fresh ``runs_dir/name/YYYYmmdd-HHMMSS[-k]`` folder (shared with DDP child processes)."""
     inherited = os.environ.get("LESSON3_RUN_DIR")
@@ -223,6 +230,7 @@ class KitCLI(LightningCLI):
         parser.add_argument("--name", type=str | None, default=None, help="run name: the folder is RUNS_DIR/NAME/TIME (default: the datamodule's name)")
         parser.add_argument("--runs_dir", type=str, default="runs", help="where run folders are made")
         parser.add_argument("--run_dir", type=str | None, default=None, help="use exactly this run folder (e.g. for torchrun/SLURM jobs)")
+        parser.add_argument("--last_every_n_steps", type=int, default=500, help="also write last.ckpt every N optimizer steps within an epoch (0: at epoch ends only), so a killed run resumes mid-epoch")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # the best epoch(s) by the task's monitor; last.ckpt is written every epoch by SaveLast
         parser.set_defaults({"checkpoint.save_last": False, "checkpoint.filename": "epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False})
@@ -245,7 +253,13 @@ class KitCLI(LightningCLI):
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = auto_precision(cfg.trainer.get("accelerator"))
         name = cfg.get("name") or self._default_name(cfg)
-        self.run_dir = Path(cfg.run_dir).resolve() if cfg.get("run_dir") else new_run_dir(cfg.runs_dir, name)
+        resumed = None
+        if self.subcommand in ("fit", "validate", "test", "predict", None) and cfg.get("ckpt_path") == "last":
+            cfg.ckpt_path = self._find_last(cfg.runs_dir, name, cfg.get("run_dir"))
+            if self.subcommand in ("fit", None) and not cfg.get("run_dir"):
+                resumed = Path(cfg.ckpt_path).resolve().parent.parent  # a resumed fit goes on in its own folder
+                os.environ["LESSON3_RUN_DIR"] = str(resumed)
+        self.run_dir = Path(cfg.run_dir).resolve() if cfg.get("run_dir") else resumed or new_run_dir(cfg.runs_dir, name)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg.trainer.default_root_dir = str(self.run_dir)
         cfg.checkpoint.dirpath = str(self.run_dir / "checkpoints")
@@ -254,12 +268,12 @@ class KitCLI(LightningCLI):
             logger.init_args.save_dir = str(self.run_dir)
             logger.init_args.name = logger.init_args.get("name") or f"{name}-{self.run_dir.name}"
             logger.init_args.project = logger.init_args.get("project") or f"lesson3-{name}"
-        if self.subcommand in ("fit", None) and cfg.get("ckpt_path") == "last":
-            cfg.ckpt_path = self._find_last(cfg.runs_dir, name)
         self.init_weights = self._weights_only(cfg)
         if cfg.get("ckpt_path") not in (None, "last", "best") and not Path(cfg.ckpt_path).is_file() and not is_bundle(cfg.ckpt_path):
             raise SystemExit(f"error: --ckpt_path {cfg.ckpt_path}: no such checkpoint file.")
         self._print(f"Run folder: {self.run_dir}")
+        if cfg.get("ckpt_path") not in (None, "best") and self.subcommand in ("fit", "validate", "test", "predict", None):
+            self._print(f"{'Resuming from' if self.subcommand in ('fit', None) else 'Checkpoint:'} {Path(cfg.ckpt_path).resolve()}")
 
     def _weights_only(self, cfg) -> str | None:
         """A bundle as ``--ckpt_path``, or any checkpoint when fine-tuning on ``--data.feedback``, brings
@@ -289,20 +303,29 @@ class KitCLI(LightningCLI):
         return cls.replace("DataModule", "").lower() or "run"
 
     @staticmethod
-    def _find_last(runs_dir: str, name: str) -> str:
-        """``--ckpt_path last``: the newest ``last.ckpt`` (or on-error checkpoint) among earlier runs."""
-        found = sorted(
-            (p for pat in ("last*.ckpt", "on_exception.ckpt") for p in (Path(runs_dir) / name).glob(f"*/checkpoints/{pat}")),
-            key=lambda p: p.stat().st_mtime,
-        )
-        if not found:
-            raise SystemExit(f"error: --ckpt_path last: no earlier checkpoint under {Path(runs_dir) / name}/*/checkpoints/.")
-        return str(found[-1])
+    def _find_last(runs_dir: str, name: str, run_dir: str | None = None) -> str:
+        """``--ckpt_path last``: the newer of ``checkpoints/last.ckpt`` and ``on_exception.ckpt`` of
+        ``run_dir``, or without one, of the newest run of this task (``RUNS_DIR/NAME/<time>``) that has one."""
+        def checkpoints(folder: Path) -> list[Path]:
+            return [p for p in (folder / "checkpoints" / "last.ckpt", folder / "checkpoints" / "on_exception.ckpt") if p.is_file()]
+
+        if run_dir:
+            found = checkpoints(Path(run_dir))
+            if not found:
+                raise SystemExit(f"error: --ckpt_path last: no last.ckpt or on_exception.ckpt in {Path(run_dir) / 'checkpoints'}.")
+        else:
+            stamped = [(m.group(1), int(m.group(2) or 1), d) for d in (Path(runs_dir) / name).glob("*") if (m := RUN_STAMP.match(d.name)) and d.is_dir()]
+            found = next((c for *_, d in sorted(stamped, key=lambda t: t[:2], reverse=True) if (c := checkpoints(d))), None)
+            if not found:
+                raise SystemExit(f"error: --ckpt_path last: no run under {Path(runs_dir) / name} has checkpoints/last.ckpt or on_exception.ckpt.")
+        return str(max(found, key=lambda p: p.stat().st_mtime_ns))
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.append(OnExceptionCheckpoint(dirpath=str(self.run_dir / "checkpoints")))
-        trainer.callbacks.append(SaveLast(self.run_dir / "checkpoints" / "last.ckpt"))
+        # not Lightning's OnExceptionCheckpoint: with it, a plain fit resumes from on_exception.ckpt
+        trainer.callbacks.append(ExceptionCheckpoint(self.run_dir / "checkpoints" / "on_exception.ckpt"))
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer.callbacks.append(SaveLast(self.run_dir / "checkpoints" / "last.ckpt", every_n_steps=cfg.get("last_every_n_steps") or 0))
         trainer.callbacks.append(PredictionWriter())
         trainer.callbacks.append(Recorder())
         trainer.callbacks.append(NanGuard())  # non-finite loss/gradients/weights stop the run; saves finite only
@@ -358,6 +381,14 @@ class KitCLI(LightningCLI):
         except TrainingDiverged as e:
             self.write_metrics(subcommand, status="diverged", error=str(e))
             raise
+        except SIGTERMException:  # Lightning's: saved on_exception.ckpt, then exits with status 0
+            ckpt = next((c.path for c in self.trainer.callbacks if isinstance(c, ExceptionCheckpoint)), None)
+            msg = f"stopped by SIGTERM at step {self.trainer.global_step}"
+            if ckpt is not None and ckpt.is_file():
+                msg += f"; saved {ckpt} (resume: --ckpt_path last --run_dir {self.run_dir})"
+            self.write_metrics(subcommand, status="interrupted", error=msg)
+            print(f"error: {msg}", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.SIGTERM) from None
 
     def after_fit(self):
         self.write_metrics("fit")

@@ -15,6 +15,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from .loaders import EpochSampler, ResumableLoader, SeededDataset
+
 SAMPLE_VERSION = "v1"
 
 
@@ -180,6 +182,8 @@ class BaseDataModule(pl.LightningDataModule):
         augmentation runs on the device (the loaders then only decode and resize)."""
         on = getattr(self, "augment", False) and self.device_augment()
         self.batch_augment = self.make_batch_augment() if on else None
+        if self.batch_augment is not None:
+            self.batch_augment.seed = self.run_seed()
     feedback_task: str = ""  # the serving bundle task type whose corrections this data takes
 
     def __init__(self, root: str | None = None, batch_size: int = 8, num_workers: int | None = None, seed: int = 42, feedback: str | None = None):
@@ -190,6 +194,7 @@ class BaseDataModule(pl.LightningDataModule):
         self.seed = seed
         self.feedback = feedback
         self.datasets: dict[str, Dataset] = {}
+        self._resume: dict = {}  # a training loader's position loaded from a checkpoint (ResumableLoader)
 
     def feedback_examples(self, classes: list[str] | None = None) -> list:
         """The corrections in ``--data.feedback`` (``serving.feedback.Example``), [] without one."""
@@ -222,17 +227,33 @@ class BaseDataModule(pl.LightningDataModule):
             raise DataError(f"{self.root_path}: the '{stage}' split is empty; check the folder layout and split options.")
         return ds
 
+    def run_seed(self) -> int:
+        """The run's seed (``seed_everything``, else ``--data.seed``): shuffling and augmentation follow it."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+        """The loader of a split. Training: :class:`~datamodules.loaders.ResumableLoader` over an
+        :class:`~datamodules.loaders.EpochSampler` (order and augmentation from seed and epoch
+        only, whatever the worker count; resumable mid-epoch). Every loader draws its worker seed
+        from its own generator, never from torch's global one."""
         ds = self.require(stage)
-        return DataLoader(
-            ds,
+        common = dict(
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(ds) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.run_seed()),
         )
+        if not shuffle:
+            return DataLoader(ds, shuffle=False, **common)
+        trainer = self.trainer
+        sampler = EpochSampler(ds, self.run_seed(), num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
+        return ResumableLoader(SeededDataset(ds), sampler=sampler, drop_last=len(ds) > self.batch_size, resume=self._resume, progress=self.batches_done, **common)
+
+    def batches_done(self) -> int | None:
+        """Training batches Lightning counts as done in the current epoch (None without a trainer)."""
+        trainer = self.trainer
+        return None if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -5,12 +5,20 @@ On a GPU this replaces the per-image albumentations work in the loader processes
 keep a fast GPU busy at the lesson's sizes (see ``benchmarks/throughput.py``). The geometry is one
 affine matrix per image in ``affine_grid``'s normalised coordinates (``align_corners=False``, the
 same [-1, 1] pixel-centre convention as BIWI's targets).
+
+Reproducible and resumable: during training the draws of a batch come from a generator seeded by
+(the run seed, the process rank, the number of training batches before it) -- see
+:meth:`BatchAugment.generator_for` -- so they depend on nothing else that uses random numbers, and a
+run resumed from a checkpoint (which restores Lightning's batch counter) draws what the
+uninterrupted run drew.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +44,7 @@ class BatchAugment(nn.Module):
         padding: ``reflection`` or ``zeros`` for pixels coming from outside the image.
         mask_key: batch key of a class-id mask to move with the image.
         point_key: batch key of (x, y) points in [-1, 1] to move with the image.
+        seed: the run seed that :meth:`generator_for` mixes in (default: ``seed_everything``'s).
     """
 
     def __init__(
@@ -51,12 +60,21 @@ class BatchAugment(nn.Module):
         padding: str = "reflection",
         mask_key: str | None = None,
         point_key: str | None = None,
+        seed: int | None = None,
     ):
         super().__init__()
         self.flip_h, self.flip_v, self.transpose = flip_h, flip_v, transpose
         self.max_rotate, self.zoom, self.p_affine = max_rotate, zoom, p_affine
         self.max_lighting, self.p_lighting = max_lighting, p_lighting
         self.padding, self.mask_key, self.point_key = padding, mask_key, point_key
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else int(seed)
+
+    def generator_for(self, trainer) -> torch.Generator:
+        """A CPU generator for the training batch the trainer is about to run: seeded by the run seed,
+        the rank and the count of training batches so far (restored on resume), nothing else."""
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        state = np.random.SeedSequence([int(self.seed) & 0xFFFFFFFF, int(trainer.global_rank), int(done)]).generate_state(2, np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     @staticmethod
     def _uniform(b: int, device, generator: torch.Generator | None) -> torch.Tensor:

@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from .base import BaseDataModule, DataError, cache_dir, split_indices
 from .checks import decode_text as _decode
 from .checks import duplicates
 from .imdb_sample import write_imdb_sample
+from .loaders import EpochRandomSampler, ResumableLoader, epoch_generator
 
 CLASSES = ["negative", "positive"]
 EXCERPT = 300
@@ -234,6 +235,7 @@ class BucketBatchSampler(BatchSampler):
     def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, lengths: list[int] | None = None, shuffle: bool = False, chunk: int = 50):
         super().__init__(sampler, batch_size, drop_last)
         self.lengths, self.shuffle, self.chunk = list(lengths or []), shuffle, chunk
+        self.skip = 0  # batches of the next iteration to leave out (a resumed epoch: ResumableLoader)
 
     def __len__(self):
         n = len(self.sampler)
@@ -250,8 +252,11 @@ class BucketBatchSampler(BatchSampler):
         if self.shuffle and len(batches) > 1:
             longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
             rest = [b for k, b in enumerate(batches) if k != longest]
-            batches = [batches[longest]] + [rest[k] for k in torch.randperm(len(rest)).tolist()]
-        return iter(batches)
+            # shuffled by the sampler's (seed, epoch) where it has them: reproducible and resumable
+            perm = torch.randperm(len(rest), generator=epoch_generator(self.sampler)).tolist()
+            batches = [batches[longest]] + [rest[k] for k in perm]
+        skip, self.skip = self.skip, 0
+        return iter(batches[skip:])
 
 
 # -- the datamodule ---------------------------------------------------------
@@ -467,14 +472,17 @@ class IMDBDataModule(BaseDataModule):
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         ds = self.require(stage)
         batches = BucketBatchSampler(
-            RandomSampler(ds) if shuffle else SequentialSampler(ds), self.batch_size,
+            EpochRandomSampler(ds, self.run_seed()) if shuffle else SequentialSampler(ds), self.batch_size,
             drop_last=shuffle and len(ds) > self.batch_size, lengths=ds.lengths, shuffle=shuffle,
         )
-        return DataLoader(
+        # training: order from (seed, epoch) only, position saved in checkpoints (see datamodules/loaders.py)
+        return (ResumableLoader if shuffle else DataLoader)(
             ds,
             batch_sampler=batches,
             collate_fn=PadCollate(self.tokenizer.pad_token_id or 0),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.run_seed()),
+            **({"resume": self._resume, "progress": self.batches_done} if shuffle else {}),
         )

@@ -85,7 +85,9 @@ class BaseTask(pl.LightningModule):
         trainer = self._trainer
         augment = getattr(getattr(trainer, "datamodule", None), "batch_augment", None)
         if augment is not None and trainer.training and isinstance(batch, dict):
-            batch = augment(batch)  # the datamodule's augmentation, on whole batches on the device
+            # the datamodule's augmentation, on whole batches on the device; its draws depend only on
+            # the run seed and the batch count (reproducible, and resumable mid-epoch)
+            batch = augment(batch, augment.generator_for(trainer))
         if self.channels_last and isinstance(batch, dict):
             batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v for k, v in batch.items()}
         return batch
