@@ -161,7 +161,7 @@ def read_mask(path: Path, num_classes: int, classes_from: str, shape: tuple[int,
     lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
     if lo < 0 or hi >= num_classes:
         bad = lo if lo < 0 else hi
-        depth = " (a 16-bit label image: its values must be the ids themselves, not scaled)" if mode.startswith("I") else ""
+        depth = "; a 16-bit label image must hold the ids themselves, not scaled values" if mode.startswith("I") else ""
         raise DataError(f"{path}: label value {bad} is outside the {num_classes} classes of {classes_from} (ids 0..{num_classes - 1}){depth}.")
     return mask.astype(np.uint8)
 

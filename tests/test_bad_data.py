@@ -235,7 +235,7 @@ def test_16bit_masks_ids_read_scaled_refused(tmp_path):
     assert (dm.datasets["train"][k]["mask"].numpy() == m).all()
     Image.fromarray(m.astype(np.uint16) * 257).save(root / "labels" / "f2_P.png")  # ids scaled to 16 bits: refused
     msg = setup_error(CamVidDataModule(root=str(root), num_workers=0))
-    assert "f2_P.png: label value" in msg and "16-bit label image" in msg
+    assert "f2_P.png: label value" in msg and "a 16-bit label image must hold the ids themselves" in msg
 
 
 def test_codes_txt_encoding_and_duplicates(tmp_path):
