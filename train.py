@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -274,6 +275,9 @@ class KitCLI(LightningCLI):
         self._print(f"Run folder: {self.run_dir}")
         if cfg.get("ckpt_path") not in (None, "best") and self.subcommand in ("fit", "validate", "test", "predict", None):
             self._print(f"{'Resuming from' if self.subcommand in ('fit', None) else 'Checkpoint:'} {Path(cfg.ckpt_path).resolve()}")
+            if self.subcommand in ("fit", None) and Path(cfg.ckpt_path).resolve().is_relative_to(self.run_dir):
+                # a run going on in its own folder: its checkpoints are expected there
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     def _weights_only(self, cfg) -> str | None:
         """A bundle as ``--ckpt_path``, or any checkpoint when fine-tuning on ``--data.feedback``, brings

@@ -155,18 +155,6 @@ class FirstStep(pl.Callback):
 
 
 @pytest.mark.slow
-def test_two_runs_with_one_seed_are_identical_with_and_without_workers(run_cli):
-    out = []
-    for workers in (2, 2, 0):
-        _, run = run_cli([*SMALL, "--data.init_args.num_workers", str(workers)])
-        out.append((json.loads((run / "metrics.json").read_text())["metrics"], weights(run / "checkpoints" / "last.ckpt")))
-    for metrics, w in out[1:]:
-        assert metrics == out[0][0]
-        assert max_abs_diff(w, out[0][1]) == 0.0
-    _, run = run_cli([*SMALL, "--data.init_args.num_workers", "2", "--seed_everything", "7"])
-    assert json.loads((run / "metrics.json").read_text())["metrics"] != out[0][0]  # the seed matters
-
-
 def test_plain_fit_in_a_used_run_folder_starts_fresh(run_cli, tmp_path):
     run_dir = tmp_path / "reused"
     one = ["--task", "camvid", "--data.init_args.size", "[32,32]", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
@@ -201,6 +189,23 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_two_runs_with_one_seed_are_identical_with_and_without_workers(uninterrupted):
+    def result(run: Path):
+        return json.loads((run / "metrics.json").read_text())["metrics"], weights(run / "checkpoints" / "last.ckpt")
+
+    first = result(uninterrupted)  # the machine's default loader workers
+    for workers in ("2", "0"):
+        run = uninterrupted.parent / f"workers-{workers}"
+        p = train(["--data.init_args.num_workers", workers], run)
+        assert p.returncode == 0, p.stderr[-2000:]
+        metrics, w = result(run)
+        assert metrics == first[0] and max_abs_diff(w, first[1]) == 0.0
+    run = uninterrupted.parent / "seed-7"
+    assert train(["--seed_everything", "7"], run).returncode == 0
+    assert result(run)[0] != first[0]  # the seed matters
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("every, kill_at, resumes_at", [(3, 7, 6), (0, 6, 4)], ids=["mid-epoch", "epoch-end"])
 def test_kill_9_and_resume_ends_with_the_weights_of_the_uninterrupted_run(uninterrupted, every, kill_at, resumes_at):
     run = uninterrupted.parent / f"killed-{every}"
@@ -211,6 +216,7 @@ def test_kill_9_and_resume_ends_with_the_weights_of_the_uninterrupted_run(uninte
     p = train([*opts, "--ckpt_path", "last"], run)
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"Resuming from {run / 'checkpoints' / 'last.ckpt'}" in p.stdout
+    assert "exists and is not empty" not in p.stderr  # going on in its own folder is expected
     assert max_abs_diff(weights(run / "checkpoints" / "last.ckpt"), weights(uninterrupted / "checkpoints" / "last.ckpt")) == 0.0
     full, resumed = (json.loads((r / "metrics.json").read_text())["metrics"] for r in (uninterrupted, run))
     assert {k: v for k, v in resumed.items() if k.startswith("val/")} == {k: v for k, v in full.items() if k.startswith("val/")}
