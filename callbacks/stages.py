@@ -81,13 +81,12 @@ def eval_lr(value: LRValue, prev: float, found: float | None, base: float | None
 
 
 def scale_epochs(epochs: list[int], total: int) -> list[int]:
-    """Stage lengths shrunk to ``total`` epochs in their proportions (each at least 1). With fewer
-    epochs than stages, the last ``total`` stages get one each (the final size and settings are
-    the ones a model is then used at). ``--trainer.max_epochs`` below the recipe's length uses this."""
+    """Stage lengths shrunk to ``total`` epochs in their proportions (each at least 1); with fewer
+    epochs than stages, the first ``total`` stages get one each (a smoke run stops early, in order)."""
     if total >= sum(epochs):
         return list(epochs)
     if total <= len(epochs):
-        return [0] * (len(epochs) - total) + [1] * total
+        return [1] * total + [0] * (len(epochs) - total)
     out = [max(1, round(e * total / sum(epochs))) for e in epochs]
     while sum(out) != total:  # rounding: take from / give to the longest stage
         i = max(range(len(out)), key=lambda j: out[j])
@@ -199,7 +198,8 @@ class Stages(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
             trainer.fit_loop.max_epochs = self.total_epochs
-        elif trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
+        elif len(self.stages) <= trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
+            # (fewer epochs than stages: the configured stages run in order until max_epochs stops them)
             lengths = scale_epochs([s.epochs for s in self.stages], trainer.max_epochs)
             self.stages = [replace(s, epochs=n) for s, n in zip(self.stages, lengths) if n > 0]
             if trainer.is_global_zero:

@@ -315,7 +315,7 @@ def test_scale_epochs_keeps_proportions_and_total():
     assert scale_epochs([12, 12], 6) == [3, 3]
     assert scale_epochs([10, 12, 10], 8) == [2, 4, 2]
     assert sum(scale_epochs([9, 6], 4)) == 4 and all(n >= 1 for n in scale_epochs([9, 6], 4))
-    assert scale_epochs([5, 5, 5, 5], 2) == [0, 0, 1, 1]
+    assert scale_epochs([5, 5, 5, 5], 2) == [1, 1, 0, 0]
 
 
 def test_stage_size_fractions_of_the_data_size():
