@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import yaml  # noqa: E402
 
@@ -130,15 +131,24 @@ def run_plain(args, seed: int, work: Path) -> dict:
     return {**res, "seconds": time.perf_counter() - t0}
 
 
+def hflip(task, batch: dict) -> dict:
+    """A horizontally mirrored batch: images and masks flipped, points' x negated ([-1, 1] scale)."""
+    import torch
+
+    from tasks.pointreg import PointRegressionTask
+
+    out = {k: v.flip(-1) if k in ("image", "mask") else v for k, v in batch.items()}
+    if isinstance(task, PointRegressionTask):
+        out["target"] = batch["target"] * torch.tensor([-1.0, 1.0])
+    return out
+
+
 def plain_fit(task, dm, epochs: int, lr: float, seed: int) -> int:
     """The plain loop: AdamW + OneCycleLR, horizontal flips, nothing else. Returns images seen."""
     import pytorch_lightning as pl
     import torch
-    import torch.nn.functional as F
 
-    from tasks.planet import PlanetTask
-    from tasks.pointreg import PointRegressionTask
-    from tasks.segmentation import SegmentationTask
+    from throughput import raw_loss  # the task's bare training loss (benchmarks/throughput.py)
 
     pl.seed_everything(seed, workers=True)
     dm.augment = False
@@ -150,18 +160,9 @@ def plain_fit(task, dm, epochs: int, lr: float, seed: int) -> int:
     task.train()
     for _ in range(epochs):
         for b in loader:
-            flip = torch.rand(()) < 0.5 and "image" in b
-            if isinstance(task, SegmentationTask):
-                x, y = (b["image"].flip(-1), b["mask"].flip(-1)) if flip else (b["image"], b["mask"])
-                loss = F.cross_entropy(task(x), y, ignore_index=task.ignore_index)
-            elif isinstance(task, PointRegressionTask):
-                x, y = (b["image"].flip(-1), b["target"] * torch.tensor([-1.0, 1.0])) if flip else (b["image"], b["target"])
-                loss = F.mse_loss(task(x).float(), y)
-            elif isinstance(task, PlanetTask):
-                x = b["image"].flip(-1) if flip else b["image"]
-                loss = F.binary_cross_entropy_with_logits(task(x).float(), b["target"].float())
-            else:  # text classification
-                loss = F.cross_entropy(task(b["input_ids"], b["attention_mask"]), b["label"])
+            if "image" in b and torch.rand(()) < 0.5:
+                b = hflip(task, b)
+            loss = raw_loss(task, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -73,3 +73,22 @@ def test_recipe_stages_scale_to_the_benchmark_budget():
     assert [s["epochs"] for s in out] == [3, 3] and [s["size"] for s in out] == [[60, 80], [120, 160]]
     assert [s["epochs"] for s in scale_stages([{"epochs": 1}, {"epochs": 9}], 3, None)] == [1, 2]
     assert scale_stages([{"epochs": 4, "size": 0.5}, {"epochs": 4, "size": 1.0}], 12, [96, 128]) == [{"epochs": 6, "size": 0.5}, {"epochs": 6, "size": 1.0}]
+
+
+def test_plain_loop_flip_mirrors_points_and_masks():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from recipes import hflip
+
+    from tasks.pointreg import PointRegressionTask, to_pixels
+
+    img = torch.zeros(1, 3, 4, 6, dtype=torch.uint8)
+    img[0, :, 1, 4] = 255  # a dot at (x=4, y=1)
+    target = torch.tensor([[(4 + 0.5) / 6 * 2 - 1, (1 + 0.5) / 4 * 2 - 1]])
+    task = PointRegressionTask.__new__(PointRegressionTask)
+    out = hflip(task, {"image": img, "target": target, "mask": img[:, 0]})
+    ys, xs = torch.nonzero(out["image"][0, 0], as_tuple=True)
+    assert (xs.item(), ys.item()) == (1, 1)
+    assert torch.allclose(to_pixels(out["target"], torch.tensor([[4, 6]])), torch.tensor([[1.0, 1.0]]))
+    assert torch.equal(out["mask"], out["image"][:, 0])
