@@ -111,11 +111,11 @@ def test_crash_keeps_weights_and_resume_with_ckpt_path_last(run_cli, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli([*common, f"--trainer.callbacks+={crash}"])
     saved = list((tmp_path / "runs" / "camvid").glob("*/checkpoints/on_exception.ckpt"))
-    assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["global_step"] == 3  # nothing trained is lost
+    assert len(saved) == 1 and torch.load(saved[0], weights_only=True)["global_step"] == 3  # nothing trained is lost
     _, run = run_cli([*common, "--ckpt_path", "last"])
     m = json.loads((run / "metrics.json").read_text())
     assert m["epochs"] == 2 and m["global_step"] == 4  # continued from step 3, not from scratch
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 def test_bad_ckpt_path(run_cli):

@@ -333,7 +333,7 @@ def test_fit_checkpoint_thresholds_and_predict(run_cli, tmp_path):
     assert (run_dir / "pictures" / "show_batch.png").is_file() and (run_dir / "pictures" / "show_results.png").is_file()
     task = cli.model
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     saved = state["state_dict"]["thresholds"]
     assert list(state["tag_thresholds"]) == PLANET_TAGS and state["tag_thresholds"]["clear"] == pytest.approx(float(saved[5]), abs=1e-4)
     assert torch.equal(saved, task.thresholds) and saved.shape == (17,)

@@ -244,7 +244,7 @@ def test_resume_mid_stage_ends_with_the_same_weights(tmp_path):
     ckpt_b = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "b"), save_last=True)
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer(tmp_path / "b", stages, callbacks=[ckpt_b, CrashAt(4 * 3)]).fit(part, TinyData())  # start of epoch 3: mid stage 2
-    assert torch.load(tmp_path / "b" / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)["epoch"] == 2
 
     pl.seed_everything(1)  # a different seed: everything must come from the checkpoint
     resumed, data = TinyTask(), TinyData()
