@@ -98,6 +98,14 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def break_image(path: Path, keep: float | None) -> None:
+    """Cut the file to ``keep`` of its bytes, or (None) replace it with text."""
+    if keep is None:
+        path.write_text("not a JPEG\n")
+    else:
+        truncate(path, keep)
+
+
 def setup_error(dm, stage: str = "fit") -> str:
     with pytest.raises(DataError) as e:
         dm.setup(stage)
@@ -292,10 +300,7 @@ def test_planet_csv_encoding_and_ragged_rows(tmp_path):
 @pytest.mark.parametrize("keep", [0.0, 0.5, 0.9, None])
 def test_planet_broken_jpeg_found_at_setup_or_skipped(tmp_path, keep):
     root = planet(tmp_path / "p")
-    if keep is None:
-        (root / "train" / "train_3.jpg").write_text("not a JPEG\n")
-    else:
-        truncate(root / "train" / "train_3.jpg", keep)
+    break_image(root / "train" / "train_3.jpg", keep)
     msg = setup_error(PlanetDataModule(root=str(root), num_workers=0))
     assert msg.startswith(f"{root / 'train' / 'train_3.jpg'}: unreadable image") and "Listed in labels.csv, line 5." in msg
     dm = PlanetDataModule(root=str(root), num_workers=0, skip_unreadable=True)
@@ -356,10 +361,7 @@ def test_biwi_calibration_for_another_frame_size_is_refused(tmp_path):
 @pytest.mark.parametrize("keep", [0.0, 0.5, None])
 def test_biwi_broken_frame_found_at_setup(tmp_path, keep):
     root = biwi(tmp_path / "b")
-    if keep is None:
-        (root / "13" / "frame_00000_rgb.jpg").write_text("not a JPEG\n")
-    else:
-        truncate(root / "13" / "frame_00000_rgb.jpg", keep)
+    break_image(root / "13" / "frame_00000_rgb.jpg", keep)
     msg = setup_error(BiwiDataModule(root=str(root), valid_persons=["13"], num_workers=0))
     assert msg.startswith(f"{root / '13' / 'frame_00000_rgb.jpg'}: unreadable image")
 
