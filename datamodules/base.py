@@ -162,6 +162,14 @@ class BaseDataModule(pl.LightningDataModule):
     sample_name: str = ""
     augment_on: str = "cpu"  # where training augmentation runs: cpu (loaders), gpu (batches), auto
     batch_augment = None  # a BatchAugment the task runs on each training batch on its device
+    default_augment = None  # this dataset's ``augment.Augment`` (what ``augment: true`` means)
+
+    def aug_spec(self):
+        """The ``augment.Augment`` the ``augment`` option asks for, or None (no augmentation)."""
+        from .augment import augment_spec
+
+        value = getattr(self, "augment", False)
+        return augment_spec(value, self.default_augment) if self.default_augment is not None else (value or None)
 
     def device_augment(self) -> bool:
         """Whether training augmentation runs on whole batches on the device (``augment_on``):
@@ -180,7 +188,7 @@ class BaseDataModule(pl.LightningDataModule):
     def choose_batch_augment(self) -> None:
         """Call in ``setup`` before building the transforms: sets ``batch_augment`` where training
         augmentation runs on the device (the loaders then only decode and resize)."""
-        on = getattr(self, "augment", False) and self.device_augment()
+        on = self.aug_spec() is not None and self.device_augment()
         self.batch_augment = self.make_batch_augment() if on else None
         if self.batch_augment is not None:
             self.batch_augment.seed = self.run_seed()

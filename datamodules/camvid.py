@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import Augment
 from .batch_augment import BatchAugment
 from .base import parse_size, BaseDataModule, DataError, cache_dir, read_rgb, require_dir, split_indices
 from .camvid_sample import write_camvid_sample
@@ -105,7 +106,8 @@ class CamVidDataModule(BaseDataModule):
     Args:
         size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
         valid_pct: validation share where the layout gives no split.
-        augment: flips, small affine, lighting on the training split.
+        augment: the training split's augmentation: ``true`` (flips, small affine, lighting),
+            ``false``, ``flip`` (flips only) or a mapping of ``datamodules.augment.Augment`` fields.
         augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
             batches on the device) or ``auto`` (gpu when training on CUDA).
         cache_resized: decode and resize each image and mask once, keep them (per size) under
@@ -118,6 +120,7 @@ class CamVidDataModule(BaseDataModule):
 
     sample_name = "camvid"
     feedback_task = "segmentation"
+    default_augment = Augment()  # flips, rotation up to 10 degrees, zoom to 1.1, lighting 0.2 (fastai's defaults)
 
     def __init__(
         self,
@@ -127,7 +130,7 @@ class CamVidDataModule(BaseDataModule):
         num_workers: int | None = None,
         valid_pct: float = 0.2,
         seed: int = 42,
-        augment: bool = True,
+        augment: bool | str | dict = True,
         augment_on: str = "auto",
         cache_resized: bool = False,
         predict_dir: str | None = None,
@@ -203,16 +206,13 @@ class CamVidDataModule(BaseDataModule):
     def transform(self, train: bool) -> A.Compose:
         h, w = self.size
         ops = []  # the dataset resizes (and caches) first
-        if train and self.augment and self.batch_augment is None:
-            ops += [
-                A.HorizontalFlip(p=0.5),
-                A.Affine(scale=(1.0, 1.1), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101, p=0.75),
-                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.75),
-            ]
+        spec = self.aug_spec() if train else None
+        if spec is not None and self.batch_augment is None:
+            ops += spec.cpu_ops((h, w))
         return A.Compose(ops)
 
     def make_batch_augment(self) -> BatchAugment:
-        return BatchAugment(mask_key="mask")
+        return self.aug_spec().device(self.size, mask_key="mask")
 
     @property
     def resized_cache(self) -> Path | None:
