@@ -130,12 +130,10 @@ def parse_size(size, minimum: int = 1, multiple: int = 1, hint: str = "") -> tup
 
 
 def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded random split: (train indices, valid indices); fastai's ``random_split_by_pct``."""
-    if not 0 <= valid_pct < 1:
-        raise DataError(f"--data.valid_pct {valid_pct}: must be in [0, 1).")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_valid = int(round(n * valid_pct))
-    return sorted(perm[n_valid:].tolist()), sorted(perm[:n_valid].tolist())
+    """Seeded random split: (train indices, valid indices); see :func:`datamodules.splits.random_split`."""
+    from .splits import random_split
+
+    return random_split(n, valid_pct, seed)
 
 
 def default_workers() -> int:
