@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
-from .base import DataError, require_dir, split_indices
-from .planet import PlanetDataModule, list_images
+from .base import DataError, require_dir
+from .files import list_images
+from .planet import PlanetDataModule
 from .planet_sample import draw_tags, make_tile
 
 FILE_ORDER = ("B", "G", "R", "NIR")  # band order inside Planet's analytic TIFFs
@@ -177,16 +178,11 @@ class PlanetTifDataModule(PlanetDataModule):
 
     def _labelled(self):
         if self._labelled_cache is None:  # measured at link time and read again at setup
-            self._checked = False
-            paths, targets, sources = super()._labelled()
-            if not self._checked:  # a PlanetDataModule that checks images only to skip them
-                self._readable(paths, sources)
-            self._labelled_cache = paths, targets, sources
+            self._labelled_cache = super()._labelled()
         return self._labelled_cache
 
     def _readable(self, paths: list[Path], sources: list[str] | None = None) -> np.ndarray:
         """Band count and completeness of every listed TIFF (:func:`check_tif`), before training."""
-        self._checked = True
         keep = np.ones(len(paths), bool)
         for i, p in enumerate(paths):
             try:
@@ -201,8 +197,7 @@ class PlanetTifDataModule(PlanetDataModule):
     def _measure(self) -> None:
         if self._scale is not None and self._stats is not None:
             return
-        paths, _, _ = self._labelled()
-        train, _ = split_indices(len(paths), self.valid_pct, self.seed)
+        paths, _, _, train, _ = self._labelled()
         pick = np.random.default_rng(self.seed).permutation(train)[: self.stats_images]
         scale, stats = measure([paths[i] for i in sorted(pick)], self._scale)
         self._scale, self._stats = scale, (self._stats if self._stats is not None else stats)
@@ -223,9 +218,7 @@ class PlanetTifDataModule(PlanetDataModule):
         self._measure()
         return [list(self._stats[0]), list(self._stats[1])]
 
-    def _predict_paths(self) -> list[Path] | None:
-        if self.predict_dir:
-            return super()._predict_paths()
+    def default_predict_paths(self) -> list[Path] | None:
         test = self.root_path / TIF_TEST_DIR
         return (list_images(test) or None) if test.is_dir() else None
 

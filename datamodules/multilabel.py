@@ -1,0 +1,239 @@
+"""Multi-label image classification from a CSV: one row per image, its tags in one cell.
+
+The lesson's Planet data block for any tag vocabulary::
+
+    root/
+      labels.csv            image_name,tags           (--data.init_args.csv, name_column, label_column)
+                            beach_01,sand sea sky     (tags split on label_delim: whitespace, ';', ...)
+      train/beach_01.jpg    (--data.init_args.folder; a CSV name may hold sub-folders or its extension)
+
+The class list is the sorted set of tags in the CSV, or ``classes`` (then a tag outside it is an
+error naming the row). A name without an image extension gets ``suffix`` (e.g. ``.jpg``,
+``_rgb.png``), or without one the folder's only image of that stem. Without ``root`` the built-in
+Planet sample (``labels.csv`` + ``train/``) is read. :class:`~datamodules.planet.PlanetDataModule`
+is the Planet preset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import Dataset
+
+from .augment import Augment
+from .base import DataError, read_rgb, require_dir
+from .checks import DECODE_BUDGET, check_images
+from .images import ImageDataModule
+from .planet_sample import write_planet_sample
+from .splits import parse_split, split_items
+from .tags import HINTS, TagRow, locate, read_tag_csv
+
+
+class MultiLabelDataset(Dataset):
+    """Images (uint8 CHW) with multi-hot float targets, or without targets for prediction.
+
+    Args:
+        paths: image files.
+        targets: ``(len(paths), num_classes)`` 0/1 array, or None.
+        transform: albumentations pipeline.
+        size: (height, width) the images end up at; JPEGs are decoded at reduced scale when
+            that is still at least this large.
+        sources: per image, where it was listed (``labels.csv, line 7``) for error messages.
+    """
+
+    read = staticmethod(read_rgb)  # (path, draft) -> HWC uint8; 4-band TIFFs: datamodules/bands.py
+
+    def __init__(self, paths: list[Path], targets: np.ndarray | None, transform: A.Compose, size: tuple[int, int], sources: list[str] | None = None):
+        self.paths, self.transform, self.size, self.sources = paths, transform, size, sources
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float32)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = self.paths[i]
+        try:
+            image = self.read(path, draft=(self.size[1], self.size[0]))
+        except DataError as e:
+            where = f" Listed in {self.sources[i]}." if self.sources else ""
+            raise DataError(f"{e}{where} --data.init_args.skip_unreadable true leaves such images out.") from e
+        out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": path.stem}
+        if self.targets is not None:
+            out["target"] = self.targets[i]
+        return out
+
+
+class MultiLabelDataModule(ImageDataModule):
+    """Tagged images from a label CSV and an image folder (see the module docstring).
+
+    Args:
+        root: the data folder; None: the built-in Planet sample.
+        csv: the label CSV, relative to ``root``.
+        folder: the image folder the CSV names are relative to, under ``root`` (``.``: root itself).
+        name_column: the CSV column of image names.
+        label_column: the CSV column of tags.
+        label_delim: what separates the tags in a cell (default: whitespace).
+        suffix: appended to names without an image extension (``.jpg``); None: the folder's
+            one image of that stem, whatever its extension.
+        classes: the tag list (default: every tag of the CSV, sorted); a tag outside a given list
+            is an error.
+        allow_empty: an empty tag cell means "no tag" (an all-zero target) instead of an error.
+        split: the validation split (``datamodules.splits``): ``random`` (``valid_pct``, ``seed``),
+            ``column:NAME``, ``folder`` (names under ``train/`` and ``valid/``), ``names:FILE``,
+            ``function:module.fn``; ``test`` uses the validation images.
+        size: square side or (height, width) the images are resized to (:meth:`set_size`).
+        augment: ``true`` (``default_augment``), ``false``, ``flip`` or a mapping of
+            ``datamodules.augment.Augment`` fields.
+        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (whole batches on the device)
+            or ``auto`` (gpu when training on CUDA).
+        predict_dir: folder of images for ``predict`` (default: the validation images).
+        skip_unreadable: decode every listed image at setup and leave out (and count, in
+            ``self.skipped``) those that cannot be read, instead of failing on the first.
+        feedback: ``serve.py``'s feedback store: images with corrected tags join the training split.
+    """
+
+    sample_name = "planet"
+    feedback_task = "multilabel"
+    size_rule = (16, 1, "")
+    default_augment = Augment()
+    hints: dict = {}  # replaces some of HINTS
+
+    def __init__(
+        self, root: str | None = None, csv: str = "labels.csv", folder: str = "train", name_column: str = "image_name",
+        label_column: str = "tags", label_delim: str | None = None, suffix: str | None = None, classes: list[str] | None = None,
+        allow_empty: bool = False, split: str | dict = "random", valid_pct: float = 0.2, seed: int = 42,
+        size: int | tuple[int, int] = 64, batch_size: int = 32, num_workers: int | None = None, augment: bool | str | dict = True,
+        augment_on: str = "auto", predict_dir: str | None = None, skip_unreadable: bool = False, feedback: str | None = None,
+    ):
+        super().__init__(root, batch_size, num_workers, seed, feedback)
+        self.size = self.check_size(size)
+        self.csv, self.folder, self.name_column, self.label_column = csv, folder, name_column, label_column
+        self.label_delim, self.suffix, self.allow_empty, self.split = label_delim, suffix, allow_empty, split
+        self.valid_pct, self.augment, self.augment_on, self.predict_dir = valid_pct, augment, augment_on, predict_dir
+        self.skip_unreadable = skip_unreadable
+        parse_split(split)  # a bad option is one line before any data is read
+        self._classes = list(classes) if classes else None
+        dup = sorted({c for c in self._classes or [] if self._classes.count(c) > 1})
+        if dup:
+            raise DataError(f"--data.init_args.classes: duplicate tags {dup}.")
+        self.skipped: list[str] = []
+
+    def write_sample(self, folder: Path) -> None:
+        write_planet_sample(folder)
+
+    @property
+    def classes(self) -> list[str]:
+        """The given tag list, else every tag of the CSV, sorted (read once)."""
+        if self._classes is None:
+            _, csv_path, _ = self.layout()
+            self._classes = sorted({t for r in self.read_rows(csv_path) for t in r.tags})
+            if not self._classes:
+                raise DataError(f"{csv_path}: no tags in column '{self.label_column}'; nothing to learn.")
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def layout(self) -> tuple[str, Path, Path]:
+        """(layout name, label CSV, image folder) under the root."""
+        root = self.root_path
+        csv_path = root / self.csv
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path}: no such label CSV (--data.init_args.csv, relative to the root).")
+        return "csv", csv_path, require_dir(root / self.folder, f"the images named in {self.csv}; --data.init_args.folder")
+
+    def read_rows(self, csv_path: Path) -> list[TagRow]:
+        return read_tag_csv(csv_path, self._classes, self.name_column, self.label_column, self.label_delim, self.allow_empty, self.hints)
+
+    def transform(self, train: bool) -> A.Compose:
+        h, w = self.size
+        return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_AREA), *self.augment_ops(train)])
+
+    # -- items -----------------------------------------------------------------
+    def _labelled(self) -> tuple[list[Path], np.ndarray, list[str], list[int], list[int]]:
+        """Paths, multi-hot targets and CSV sources of the labelled images, and the (train,
+        valid) indices of the usable ones among them."""
+        _, csv_path, img_dir = self.layout()
+        rows = self.read_rows(csv_path)
+        paths = locate(img_dir, rows, self.suffix, csv_path, {**HINTS, **self.hints}["missing"])
+        index = {c: i for i, c in enumerate(self.classes)}
+        targets = np.zeros((len(rows), len(index)), np.float32)
+        for k, r in enumerate(rows):
+            targets[k, [index[t] for t in r.tags]] = 1
+        sources = [f"{csv_path.name}, line {r.line}" for r in rows]
+        train, valid = self._split(rows, csv_path)
+        keep = self._readable(paths, sources)
+        if self.skip_unreadable:
+            self.skipped = [str(paths[i]) for i in range(len(paths)) if not keep[i]]
+            if self.skipped:
+                rank_zero_warn(f"{img_dir}: left out {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]} (--data.init_args.skip_unreadable).")
+            train, valid = [i for i in train if keep[i]], [i for i in valid if keep[i]]
+        return paths, targets, sources, train, valid
+
+    def _split(self, rows: list[TagRow], csv_path: Path) -> tuple[list[int], list[int]]:
+        """(train, valid) row indices under the ``split`` option."""
+        spec = parse_split(self.split)
+        names = [r.name for r in rows]
+        column = spec.get("column") if spec["by"] == "column" else None
+        values = [r.values.get(column) or "" for r in rows] if column in rows[0].values else None
+        folders = [n.split("/", 1)[0] if "/" in n else "" for n in names] if any("/" in n for n in names) else None
+        return split_items(names, spec, valid_pct=self.valid_pct, seed=self.seed, column=values, folders=folders, root=self.root_path, source=str(csv_path))
+
+    def _readable(self, paths: list[Path], sources: list[str]) -> np.ndarray:
+        """Which images open and are complete (:func:`~datamodules.checks.check_images`: all with
+        ``skip_unreadable``, else a bounded sample of those needing a full decode); without
+        ``skip_unreadable`` the first bad one is an error naming it and its CSV line."""
+        errors, left = check_images(paths, None if self.skip_unreadable else DECODE_BUDGET, self.seed)
+        if errors and not self.skip_unreadable:
+            i = min(errors)
+            raise DataError(f"{errors[i]} Listed in {sources[i]}. --data.init_args.skip_unreadable true leaves such images out.")
+        if left:
+            rank_zero_info(f"{paths[0].parent}: {left} of {len(paths)} images were not decoded at setup (JPEGs without an end marker, beyond a sample); a broken one stops the run when it loads.")
+        keep = np.ones(len(paths), bool)
+        keep[list(errors)] = False
+        return keep
+
+    def default_predict_paths(self) -> list[Path] | None:
+        """What ``predict`` reads without ``predict_dir`` (None: the validation images)."""
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            paths = self.predict_paths() or self.default_predict_paths()
+            if paths is not None:  # no need to read the labels
+                self.datasets["predict"] = MultiLabelDataset(paths, None, self.transform(False), self.size)
+                return
+        paths, targets, sources, train, valid = self._labelled()
+        self.choose_batch_augment()
+        for s, idx in (("train", train), ("valid", valid), ("test", valid)):
+            self.datasets[s] = MultiLabelDataset([paths[i] for i in idx], targets[idx], self.transform(s == "train"), self.size, [sources[i] for i in idx])
+        if stage in (None, "fit") and self.feedback:
+            self.datasets["train"] = self._with_feedback(self.datasets["train"])
+        if stage == "predict":  # no predict folder: the validation images
+            v = self.datasets["valid"]
+            self.datasets["predict"] = MultiLabelDataset(v.paths, None, self.transform(False), self.size, v.sources)
+
+    def _with_feedback(self, train: MultiLabelDataset) -> MultiLabelDataset:
+        """The training split plus serve.py's corrections (image, corrected tags)."""
+        examples = self.feedback_examples(self.classes)
+        index = {c: i for i, c in enumerate(self.classes)}
+        extra = np.zeros((len(examples), len(self.classes)), np.float32)
+        for k, ex in enumerate(examples):
+            unknown = [t for t in ex.correction.get("tags", []) if t not in index]
+            if unknown:
+                raise DataError(f"--data.feedback {self.feedback}: row {ex.id} has unknown tag(s) {unknown}.")
+            extra[k, [index[t] for t in ex.correction.get("tags", [])]] = 1
+        return MultiLabelDataset(
+            train.paths + [ex.input for ex in examples], np.concatenate([train.targets.numpy(), extra]), train.transform, train.size,
+            (train.sources or [""] * len(train.paths)) + [f"feedback row {ex.id}" for ex in examples],
+        )
+
+    def targets(self, stage: str) -> torch.Tensor:
+        """The multi-hot targets of a split (``train``, ``valid``, ``test``), e.g. for baselines."""
+        return self.require(stage).targets

@@ -1,0 +1,108 @@
+"""Reading a tag CSV (one row per image, its tags in one cell) and finding the images it names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from .base import DataError
+from .checks import read_text
+from .files import IMAGE_EXTS, image_file
+
+# how to fix a bad CSV, per message (the Planet preset words them for its fixed layout)
+HINTS = {
+    "columns": " Set --data.init_args.name_column and label_column to the CSV's own column names.",
+    "empty": "give every image at least one tag, or set --data.init_args.allow_empty true where 'no tag' is an answer.",
+    "missing": "add the file, remove the row, or check --data.init_args.folder and suffix.",
+}
+
+
+class TagRow(NamedTuple):
+    name: str
+    tags: list[str]
+    line: int
+    values: dict  # every cell of the row by column name (split columns)
+
+
+def split_tags(cell: str | None, delim: str | None) -> list[str]:
+    """The tags of one cell: split on whitespace (``delim`` None or ' ') or on ``delim``, stripped."""
+    parts = (cell or "").split() if delim in (None, "", " ") else (cell or "").split(delim)
+    return [t.strip() for t in parts if t.strip()]
+
+
+def read_tag_csv(
+    path: Path, classes: list[str] | None, name_column: str = "image_name", label_column: str = "tags",
+    label_delim: str | None = None, allow_empty: bool = False, hints: dict | None = None,
+) -> list[TagRow]:
+    """Rows of a label CSV, checked; ``classes`` None accepts any tag.
+
+    Raises:
+        DataError: not UTF-8, missing columns, a row with extra fields, an empty name or (unless
+            ``allow_empty``) tags cell, a duplicate name or a tag outside ``classes``, naming the
+            file and line and how to fix it.
+    """
+    hints = {**HINTS, **(hints or {})}
+    known = None if classes is None else set(classes)
+    sep = "space-separated" if label_delim in (None, "", " ") else f"separated by '{label_delim}'"
+    rows, seen = [], {}
+    with io.StringIO(read_text(path), newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if name_column not in cols or label_column not in cols:
+            raise DataError(f"{path}: expected the columns '{name_column},{label_column}'; found {cols}.{hints['columns']}")
+        for row in reader:
+            line, name = reader.line_num, (row[name_column] or "").strip()
+            tags, where = split_tags(row[label_column], label_delim), f"{path}, line {reader.line_num}"
+            if None in row:
+                raise DataError(f"{where}: {len(cols) + len(row[None])} fields for the {len(cols)} columns {cols} (tags are {sep}).")
+            if not name:
+                raise DataError(f"{where}: empty {name_column}.")
+            if not tags and not allow_empty:
+                raise DataError(f"{where} ({name}): empty {label_column} field; {hints['empty']}")
+            unknown = [t for t in tags if known is not None and t not in known]
+            if unknown:
+                raise DataError(f"{where} ({name}): unknown tag(s) {unknown}; known tags: {' '.join(classes)} (set --data.init_args.classes to change the list).")
+            if name in seen:
+                raise DataError(f"{where}: duplicate {name_column} '{name}' (first on line {seen[name]}).")
+            seen[name] = line
+            rows.append(TagRow(name, tags, line, row))
+    if not rows:
+        raise DataError(f"{path}: no rows.")
+    return rows
+
+
+def locate(folder: Path, rows: list[TagRow], suffix: str | None, csv_path: Path, hint: str) -> list[Path]:
+    """The image file of each row's name under ``folder`` (one listing per sub-folder).
+
+    Raises:
+        DataError: a named file that is not there, or (without ``suffix``) a stem that matches
+            no image or several, naming the CSV line.
+    """
+    listings: dict[Path, tuple[set, dict]] = {}
+    paths = []
+    for r in rows:
+        d = (folder / r.name).parent
+        if d not in listings:
+            files = os.listdir(d) if d.is_dir() else []
+            stems: dict[str, list[str]] = {}
+            for f in sorted(files):
+                if Path(f).suffix.lower() in IMAGE_EXTS:
+                    stems.setdefault(Path(f).stem, []).append(f)
+            listings[d] = set(files), stems
+        present, stems = listings[d]
+        where = f"named in {csv_path}, line {r.line}"
+        if suffix is not None or Path(r.name).suffix.lower() in IMAGE_EXTS:
+            path = image_file(folder, r.name, suffix or "")
+            if path.name not in present:
+                raise DataError(f"{path}: image missing ({where}); {hint}")
+        else:
+            found = stems.get(Path(r.name).name, [])
+            if len(found) != 1:
+                what = f"{len(found)} images of that name ({', '.join(found[:3])})" if found else f"no image ({', '.join(sorted(IMAGE_EXTS))}) of that name"
+                raise DataError(f"{folder / r.name}: {what} ({where}); {hint} Or give the extension with --data.init_args.suffix.")
+            path = d / found[0]
+        paths.append(path)
+    return paths
