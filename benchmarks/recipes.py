@@ -61,11 +61,7 @@ def scale_stages(stages: list[dict], epochs: int, size: list[int] | None) -> lis
     already follow ``--data.size``)."""
     from callbacks.stages import scale_epochs
 
-    lengths = scale_epochs([s.get("epochs", 1) for s in stages], epochs) if epochs < sum(s.get("epochs", 1) for s in stages) else None
-    if lengths is None:  # a longer budget: stretch in proportion
-        total = sum(s.get("epochs", 1) for s in stages)
-        lengths = [max(1, round(s.get("epochs", 1) * epochs / total)) for s in stages]
-        lengths[-1] += epochs - sum(lengths)
+    lengths = scale_epochs([s.get("epochs", 1) for s in stages], epochs)
     out = [{**s, "epochs": n} for s, n in zip(stages, lengths) if n > 0]
     sized = [s for s in out if s.get("size") is not None and not isinstance(s["size"], float)]
     if size is not None and sized:

@@ -81,9 +81,10 @@ def eval_lr(value: LRValue, prev: float, found: float | None, base: float | None
 
 
 def scale_epochs(epochs: list[int], total: int) -> list[int]:
-    """Stage lengths shrunk to ``total`` epochs in their proportions (each at least 1); with fewer
-    epochs than stages, the first ``total`` stages get one each (a smoke run stops early, in order)."""
-    if total >= sum(epochs):
+    """Stage lengths scaled to ``total`` epochs in their proportions (each at least 1), shorter or
+    longer; with fewer epochs than stages, the first ``total`` stages get one each (a smoke run
+    stops early, in order)."""
+    if total == sum(epochs):
         return list(epochs)
     if total <= len(epochs):
         return [1] * total + [0] * (len(epochs) - total)
@@ -196,9 +197,9 @@ class Stages(pl.Callback):
         trainer.fit_loop.epoch_loop.val_loop._combined_loader = None
 
     def on_fit_start(self, trainer, pl_module):
-        if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
+        if trainer.max_epochs is None or trainer.max_epochs < 0:
             trainer.fit_loop.max_epochs = self.total_epochs
-        elif len(self.stages) <= trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
+        elif len(self.stages) <= trainer.max_epochs != self.total_epochs:  # the whole recipe, compressed or stretched
             # (fewer epochs than stages: the configured stages run in order until max_epochs stops them)
             lengths = scale_epochs([s.epochs for s in self.stages], trainer.max_epochs)
             self.stages = [replace(s, epochs=n) for s, n in zip(self.stages, lengths) if n > 0]

@@ -311,7 +311,7 @@ def test_staged_recipe_through_cli_writes_plots(run_cli):
 def test_scale_epochs_keeps_proportions_and_total():
     from callbacks.stages import scale_epochs
 
-    assert scale_epochs([12, 12], 24) == [12, 12] and scale_epochs([12, 12], 30) == [12, 12]
+    assert scale_epochs([12, 12], 24) == [12, 12] and scale_epochs([12, 12], 30) == [15, 15] and scale_epochs([9, 6], 40) == [24, 16]
     assert scale_epochs([12, 12], 6) == [3, 3]
     assert scale_epochs([10, 12, 10], 8) == [2, 4, 2]
     assert sum(scale_epochs([9, 6], 4)) == 4 and all(n >= 1 for n in scale_epochs([9, 6], 4))
