@@ -1,0 +1,264 @@
+"""Segmentation from an image folder and a mask folder paired by a name pattern (the lesson's
+``get_y_fn``), classes from a codes file or a list, a void class by name or id.
+
+Layout (the defaults are fastai CamVid's)::
+
+    ROOT/images/X.png        --data.init_args.images   (folder under ROOT, or absolute)
+    ROOT/labels/X_P.png      --data.init_args.masks, --data.init_args.mask_pattern '{stem}_P.png'
+    ROOT/codes.txt           --data.init_args.codes (class names, line k is mask id k-1)
+                             or --data.init_args.classes '[background, road, car]'
+
+Masks hold class ids (8/16-bit greyscale or palette PNGs). The pattern's fields are the image's
+``stem`` (``X``), ``name`` (``X.png``) and ``suffix`` (``.png``). With ``split: folder`` images
+are read from ``images/train/``, ``images/valid/`` (and ``images/test/``), masks from the same
+sub-folders of the mask folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .augment import Augment
+from .base import DataError, cache_dir, require_dir
+from .camvid_sample import write_camvid_sample
+from .checks import check_image, read_mask, read_text
+from .files import IMAGE_EXTS, list_images
+from .images import ImageDataModule
+from .segment_data import SegmentationDataset, check_pattern, mask_name, unmatched
+from .splits import parse_split, split_items
+
+__all__ = ["SegmentationDataModule", "SegmentationDataset"]
+
+STAGES = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": []}
+
+
+class SegmentationDataModule(ImageDataModule):
+    """Images and class-id masks from two folders (or one), paired by ``mask_pattern``.
+
+    Without a root, the built-in CamVid sample (fastai layout: the defaults read it).
+
+    Args:
+        images: the image folder, under the root unless absolute.
+        masks: the mask folder (may be the image folder: masks are then not taken for images).
+        mask_pattern: an image's mask file name from its ``{stem}``, ``{name}`` and ``{suffix}``.
+        classes: the class names, mask id k is ``classes[k]``; else ``codes`` is read.
+        codes: a file of class names, one a line (line k is id k-1), under the root unless absolute.
+        void_class: the class (name or id) ignored by loss and metrics; None: none (presets may
+            name a default, CamVid's ``Void``).
+        split: ``random`` (``valid_pct``, ``seed``), ``names:valid.txt``, ``folder`` or
+            ``function:module.fn`` (see ``datamodules.splits``); ``test`` uses the validation
+            split unless ``folder`` finds a ``test`` folder.
+        size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
+        augment: the training split's augmentation: ``true``, ``false``, ``flip`` or a mapping of
+            ``datamodules.augment.Augment`` fields.
+        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
+            batches on the device) or ``auto`` (gpu when training on CUDA).
+        cache_resized: decode and resize each image and mask once, keep them (per size) under
+            ``$LESSON3_CACHE/resized/`` and read them from there afterwards.
+        predict_dir: folder of images for ``predict`` (default: the validation images).
+        feedback: ``serve.py``'s feedback store: corrected masks join the training split.
+    """
+
+    sample_name = "camvid"
+    feedback_task = "segmentation"
+    size_rule = (32, 1, " for the U-Net (e.g. [96, 128], [180, 240], [360, 480])")
+    batch_keys = {"mask_key": "mask"}
+    default_augment = Augment()  # flips, rotation up to 10 degrees, zoom to 1.1, lighting 0.2 (fastai's defaults)
+    void_names: tuple[str, ...] = ()  # class names taken as void when void_class is not given
+    cache_prefix = "segment"
+    folders_what = ("images, --data.init_args.images", "masks, --data.init_args.masks")
+
+    def __init__(
+        self,
+        root: str | None = None,
+        images: str = "images",
+        masks: str = "labels",
+        mask_pattern: str = "{stem}_P.png",
+        classes: list[str] | None = None,
+        codes: str | None = "codes.txt",
+        void_class: int | str | None = None,
+        split: str | dict | None = "random",
+        valid_pct: float = 0.2,
+        size: tuple[int, int] = (96, 128),
+        batch_size: int = 8,
+        num_workers: int | None = None,
+        seed: int = 42,
+        augment: bool | str | dict = True,
+        augment_on: str = "auto",
+        cache_resized: bool = False,
+        predict_dir: str | None = None,
+        feedback: str | None = None,
+    ):
+        super().__init__(root, batch_size, num_workers, seed, feedback)
+        self.size = self.check_size(size)
+        self.images, self.masks, self.mask_pattern = images, masks, check_pattern(mask_pattern)
+        self.class_list, self.codes, self._void_class = (list(classes) if classes is not None else None), codes, void_class
+        self.split, self.valid_pct = split, valid_pct
+        self.augment, self.augment_on, self.cache_resized, self.predict_dir = augment, augment_on, cache_resized, predict_dir
+        self._classes: list[str] | None = None
+        self._classes_from = "--data.init_args.classes"
+
+    def write_sample(self, folder: Path) -> None:
+        write_camvid_sample(folder)
+
+    # -- classes -------------------------------------------------------------
+    def fallback_classes(self) -> tuple[list[str], str] | None:
+        """(classes, where from) when neither ``classes`` nor the codes file gives them (presets)."""
+        return None
+
+    @property
+    def codes_path(self) -> Path | None:
+        return None if not self.codes else self.root_path / Path(self.codes).expanduser()
+
+    def read_classes(self) -> list[str]:
+        if self.class_list is not None:
+            names, where = [str(c).strip() for c in self.class_list], "--data.init_args.classes"
+        else:
+            codes, fallback = self.codes_path, None
+            if codes is None or not codes.is_file():
+                fallback = self.fallback_classes()
+                if fallback is None:
+                    raise DataError(f"{codes or self.root_path}: missing (class names, one a line); or give --data.init_args.classes '[name, ...]'.")
+                return self._set_from(*fallback)
+            names, where = [c.strip() for c in read_text(codes).splitlines() if c.strip()], str(codes)
+        if not names:
+            raise DataError(f"{where}: no class names; write one name a line (line k names mask id k-1).")
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise DataError(f"{where}: class name(s) {dup} listed twice; one name a line, each once (line k is id k-1).")
+        return self._set_from(names, where)
+
+    def _set_from(self, names: list[str], where: str) -> list[str]:
+        self._classes_from = where
+        return names
+
+    @property
+    def classes(self) -> list[str]:
+        if self._classes is None:
+            self._classes = self.read_classes()
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def classes_from(self) -> str:
+        """Where the class list comes from, for messages about label values."""
+        self.classes  # noqa: B018 - read first
+        return self._classes_from
+
+    @property
+    def void_index(self) -> int | None:
+        """The void class's id (``void_class`` by name or id, else one of ``void_names``), or None."""
+        v, classes = self._void_class, self.classes
+        if v is None or v == "":
+            return next((classes.index(n) for n in self.void_names if n in classes), None)
+        if isinstance(v, str) and v in classes:
+            return classes.index(v)
+        if isinstance(v, int) or v.strip().isdigit():
+            if 0 <= int(v) < len(classes):
+                return int(v)
+            raise DataError(f"--data.void_class {v}: not a class id of {self.classes_from} (ids 0..{len(classes) - 1}).")
+        raise DataError(f"--data.void_class '{v}' is not one of the classes {classes} ({self.classes_from}); give one of them or its id.")
+
+    # -- items ---------------------------------------------------------------
+    def split_spec(self):
+        return self.split
+
+    def folder(self, name: str, what: str) -> Path:
+        path = Path(name).expanduser()
+        return require_dir(path if path.is_absolute() else self.root_path / path, what)
+
+    def pairs(self, images: list[Path], img_dir: Path, mask_dir: Path, pattern: str | None = None) -> list[tuple[Path, Path]]:
+        """(image, mask) per image; one line if a mask is missing (or if none is there at all)."""
+        pattern = pattern or self.mask_pattern
+        expected = [mask_dir / img.relative_to(img_dir).parent / mask_name(img, pattern) for img in images]
+        missing = [i for i, m in enumerate(expected) if not m.is_file()]
+        if missing and len(missing) == len(images):
+            raise unmatched(images[0], expected[0], pattern, mask_dir, images)
+        if missing:
+            i, ok = missing[0], next(k for k in range(len(images)) if k not in set(missing))
+            raise DataError(
+                f"{expected[i]}: label file missing for image {images[i]} ({len(images) - len(missing)} of {len(images)} images have "
+                f"theirs by --data.mask_pattern '{pattern}', e.g. {expected[ok].name}); add it or remove the image."
+            )
+        return list(zip(images, expected))
+
+    def list_pairs(self, by_folder: bool) -> tuple[list[tuple[Path, Path]], Path]:
+        img_dir, mask_dir = self.folder(self.images, self.folders_what[0]), self.folder(self.masks, self.folders_what[1])
+        images = list_images(img_dir, recursive=by_folder)
+        if mask_dir.resolve() == img_dir.resolve():  # one folder: X.png and X_mask.png side by side
+            masks = {img.parent / mask_name(img, self.mask_pattern) for img in images}
+            images = [p for p in images if p not in masks]
+        if not images:
+            raise DataError(f"{img_dir}: no images ({', '.join(sorted(IMAGE_EXTS))}){' in sub-folders (split: folder)' if by_folder else ''}.")
+        return self.pairs(images, img_dir, mask_dir), img_dir
+
+    def check_names(self, spec: dict, names: list[str], img_dir: Path) -> None:
+        """A names file is UTF-8 and names only images that are there (as file names or stems)."""
+        path = Path(spec["file"]).expanduser()
+        path = path if path.is_absolute() else self.root_path / path
+        if path.is_file():
+            wanted = {n.strip() for n in read_text(path).splitlines() if n.strip()}
+            unknown = sorted(wanted - set(names) - {Path(n).stem for n in names})
+            if unknown:
+                raise DataError(f"{path}: names images that are not in {img_dir}: {unknown[:5]}")
+
+    def split_pairs(self) -> dict[str, list]:
+        """The train, valid and test (image, mask) pairs."""
+        spec = parse_split(self.split_spec())
+        by_folder = spec["by"] == "folder"
+        pairs, img_dir = self.list_pairs(by_folder)
+        names = [img.relative_to(img_dir).as_posix() for img, _ in pairs]
+        test: list = []
+        if by_folder:  # images/train/, images/valid/ and an optional images/test/
+            tops = [n.split("/")[0] if "/" in n else "." for n in names]
+            test = [p for p, t in zip(pairs, tops) if t == spec.get("test", "test")]
+            keep = [k for k, t in enumerate(tops) if t != spec.get("test", "test")]
+            pairs, names, tops = [pairs[k] for k in keep], [names[k] for k in keep], [tops[k] for k in keep]
+        elif spec["by"] == "names":
+            self.check_names(spec, names, img_dir)
+        tr, va = split_items(names, spec, valid_pct=self.valid_pct, seed=self.seed, folders=tops if by_folder else None, root=self.root_path, source=str(img_dir))
+        split = {"train": [pairs[i] for i in tr], "valid": [pairs[i] for i in va]}
+        split["test"] = test or split["valid"]
+        return split
+
+    def check_pairs(self, items) -> None:
+        """Every image opens and is complete; every mask is decoded: ids, size and mode checked (cheap)."""
+        for img, lab in items:
+            w, h = check_image(img)
+            read_mask(lab, self.num_classes, self.classes_from, (h, w))
+
+    # -- datasets ------------------------------------------------------------
+    def cache_key(self) -> str:
+        return "|".join([str(self.root_path.resolve()), self.images, self.masks, self.mask_pattern])
+
+    @property
+    def resized_cache(self) -> Path | None:
+        """This data's folder of resized pairs (``cache_resized``), else None."""
+        if not self.cache_resized:
+            return None
+        key = hashlib.sha1(self.cache_key().encode()).hexdigest()[:12]
+        return cache_dir() / "resized" / f"{self.cache_prefix}-{key}"
+
+    def dataset(self, items: list, train: bool) -> SegmentationDataset:
+        return SegmentationDataset(items, self.transform(train), self.num_classes, self.size, self.resized_cache, self.classes_from)
+
+    def setup(self, stage: str | None = None) -> None:
+        items = self.split_pairs()
+        if stage in (None, "fit"):  # corrections from serve.py: (image, corrected mask) pairs
+            items["train"] = items["train"] + [(ex.input, ex.file("mask")) for ex in self.feedback_examples(self.classes)]
+        for s in STAGES.get(stage, ["train", "valid"]):
+            if not items[s]:
+                raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, the split ({self.split_spec()}) and --data.valid_pct.")
+            self.check_pairs(items[s])
+        self.void_index  # noqa: B018 - validates --data.void_class early
+        self.choose_batch_augment()
+        for s in ("train", "valid", "test"):
+            self.datasets[s] = self.dataset(items[s], s == "train")
+        if stage == "predict":
+            paths = self.predict_paths()
+            pred = [(p, None) for p in paths] if paths is not None else [(img, None) for img, _ in items["valid"]]
+            self.datasets["predict"] = self.dataset(pred, False)
