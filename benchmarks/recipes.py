@@ -120,7 +120,8 @@ def _run(cmd: list[str], metrics_file: Path) -> dict:
 def run_plain(args, seed: int, work: Path) -> dict:
     """Arm (b): :func:`plain_fit` in a subprocess of this script (same isolation as arm a)."""
     out = work / f"plain-{seed}.json"
-    cmd = [sys.executable, __file__, "--_plain", str(out), "--task", args.task, "--root", str(args.root), "--epochs", str(args.epochs),
+    epochs = args.plain_epochs or args.epochs
+    cmd = [sys.executable, __file__, "--_plain", str(out), "--task", args.task, "--root", str(args.root), "--epochs", str(epochs),
            "--seeds", str(seed), "--lr", str(args.lr), *(["--size", *map(str, args.size)] if args.size else []), "--", *args.cli]
     t0 = time.perf_counter()
     res = _run(cmd + ["--run_dir", str(work / f"plain-run-{seed}")], out)
@@ -241,6 +242,7 @@ def parse(argv=None):
     p.add_argument("--lr", type=float, default=None, help="the plain loop's LR (default 3e-3; 1e-4 for imdb)")
     p.add_argument("--pre_task", default=None, help="a task run first whose encoder the project arm starts from (imdb_lm)")
     p.add_argument("--variant", type=Path, default=None, help="a config put on top of the project arm's (to try a candidate recipe)")
+    p.add_argument("--plain_epochs", type=int, default=None, help="the plain loop's epochs (default --epochs; more to compare at equal time)")
     p.add_argument("--arms", nargs="+", default=["project", "plain"], choices=["project", "plain"])
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--_plain", default=None, help=argparse.SUPPRESS)
@@ -283,10 +285,11 @@ def main(argv=None) -> int:
     print(md)
     out = args.out or ROOT / "benchmarks" / "results" / f"recipes-{args.task}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seeds": args.seeds, "plain_lr": args.lr,
+    result = {"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seeds": args.seeds, "plain_lr": args.lr, "plain_epochs": args.plain_epochs or args.epochs,
               "pre_task": args.pre_task, "variant": args.variant and args.variant.read_text(), "cli": args.cli, "rows": rows, "summary": summary}
     out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(f"# {args.task} on {args.root.name}: {args.epochs} epochs, size {args.size}\n\n{md}\n")
+    plain = f" (plain loop: {args.plain_epochs})" if args.plain_epochs else ""
+    out.with_suffix(".md").write_text(f"# {args.task} on {args.root.name}: {args.epochs} epochs{plain}, size {args.size}\n\n{md}\n")
     print(f"Results: {out}")
     return 0 if all("metrics" in r for r in rows) else 1
 
