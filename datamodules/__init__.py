@@ -2,5 +2,6 @@
 
 from .base import BaseDataModule, DataError
 from .camvid import CamVidDataModule
+from .classify import ClassifyDataModule  # noqa: F401
 
 __all__ = ["BaseDataModule", "CamVidDataModule", "DataError"]

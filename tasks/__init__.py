@@ -2,5 +2,6 @@
 
 from .base import BaseTask
 from .segmentation import SegmentationTask
+from .classify import ClassificationTask  # noqa: F401
 
 __all__ = ["BaseTask", "SegmentationTask"]

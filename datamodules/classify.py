@@ -1,0 +1,314 @@
+"""Single-label image classification from class folders or a CSV (fastai's ``ImageDataLoaders``
+``from_folder`` / ``from_csv``: the lesson's web apps, teddy bears or guitars, on your own photos).
+
+Layouts, found from the root's contents:
+
+* ``train/<class>/*`` with optional ``valid/<class>/*``: split by those folders by default (a random
+  split of ``train/`` without ``valid/``);
+* ``<root>/<class>/*``: a seeded random split (``valid_pct``);
+* a CSV of ``file,label`` rows (``--data.init_args.csv labels.csv``, or a ``labels.csv`` at the root):
+  column names ``file_column`` / ``label_column``, images under ``folder``, ``suffix`` added to names
+  without an image extension; ``--data.init_args.split column:is_valid`` splits by a column.
+
+A class folder's images may sit in sub-folders of it. Every splitter of :mod:`datamodules.splits`
+works through ``split``. Classes are the sorted labels found, or ``classes`` as given (a label
+outside them is an error naming its file or row).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import Dataset
+
+from .base import DataError, read_rgb
+from .checks import DECODE_BUDGET, check_images, read_text
+from .classify_sample import write_classify_sample
+from .files import IMAGE_EXTS, image_file, list_images
+from .images import ImageDataModule
+from .splits import parse_split, split_items
+
+EXTS = ", ".join(sorted(IMAGE_EXTS))
+
+
+@dataclass
+class Items:
+    """Labelled images: path, label, name (relative to the root: what splitters see) and where each
+    was listed (for messages); ``folders`` (top folder) or ``column`` (the CSV's split column)."""
+
+    source: str
+    paths: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    folders: list[str] | None = None
+    column: list[str] | None = None
+
+
+def class_folders(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_class_folders(root: Path, parent: Path, items: Items) -> None:
+    """Add every image of ``parent/<class>/`` (sub-folders included), labelled by the folder's name."""
+    for folder in class_folders(parent):
+        found = list_images(folder, recursive=True)
+        if not found:
+            raise DataError(f"{folder}: class folder '{folder.name}' holds no images ({EXTS}); put its images there or remove the folder.")
+        for p in found:
+            items.paths.append(p)
+            items.labels.append(folder.name)
+            items.names.append(p.relative_to(root).as_posix())
+            items.sources.append(f"class folder {folder}")
+
+
+def read_csv_items(path: Path, images: Path, file_column: str, label_column: str, suffix: str, split_column: str | None) -> Items:
+    """The rows of a ``file,label`` CSV, each image found under ``images``, checked."""
+    items, seen = Items(str(path)), {}
+    with io.StringIO(read_text(path), newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in (file_column, label_column) if c not in cols]
+        if missing:
+            raise DataError(f"{path}: no column(s) {missing}; found {cols} (set --data.init_args.file_column / label_column).")
+        column = [] if split_column in cols else None
+        for row in reader:
+            where = f"{path}, row {reader.line_num}"
+            name, label = (row[file_column] or "").strip(), (row[label_column] or "").strip()
+            if not name:
+                raise DataError(f"{where}: empty '{file_column}' cell; give the image's file name or drop the row.")
+            if not label:
+                raise DataError(f"{where} ({name}): empty '{label_column}' cell; give the image's class or drop the row.")
+            if name in seen:
+                raise DataError(f"{where}: '{name}' again (first on row {seen[name]}); one row per image.")
+            seen[name] = reader.line_num
+            file = image_file(images, name, suffix)
+            if not file.is_file():
+                raise DataError(f"{file}: image missing (named in {where}); fix the name, --data.init_args.folder or --data.init_args.suffix.")
+            items.paths.append(file)
+            items.labels.append(label)
+            items.names.append(name)
+            items.sources.append(where)
+            if column is not None:
+                column.append(row[split_column] or "")
+    if not items.paths:
+        raise DataError(f"{path}: no rows.")
+    items.column = column
+    return items
+
+
+class ClassifyDataset(Dataset):
+    """Images (uint8 CHW, resized to ``size``) with class-index targets, or without for prediction."""
+
+    def __init__(self, paths: list[Path], targets: list[int] | None, names: list[str], transform, size: tuple[int, int], sources: list[str] | None = None):
+        self.paths, self.names, self.transform, self.size, self.sources = paths, names, transform, size, sources
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        h, w = self.size
+        try:
+            image = read_rgb(self.paths[i], draft=(w, h))
+        except DataError as e:
+            raise DataError(f"{e} Listed in {self.sources[i]}." if self.sources else e) from e
+        if image.shape[:2] != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": self.names[i]}
+        if self.targets is not None:
+            out["target"] = self.targets[i]
+        return out
+
+
+class ClassifyDataModule(ImageDataModule):
+    """One label per image, from class folders or a CSV; the built-in shapes sample without ``root``.
+
+    Args:
+        root: the data folder (see the module docstring for its layouts); None: the built-in sample.
+        size: square side or [height, width] the images are resized to (squashed, as served).
+        split: ``folder``, ``random``, ``column:NAME``, ``names:FILE`` or ``function:module.fn``
+            (:mod:`datamodules.splits`); default: ``folder`` where there is a ``valid/``, else ``random``.
+        valid_pct: the random split's validation share (seeded by ``seed``); ``test`` uses the validation split.
+        classes: the class list (default: the sorted labels found); a label outside it is an error.
+        csv: a ``file,label`` CSV (relative to the root, or absolute); default: ``labels.csv`` at the
+            root where the root has no class folders.
+        file_column: the CSV's image column.
+        label_column: the CSV's label column.
+        folder: where the CSV's images are, relative to the root (default: the root).
+        suffix: added to CSV names without an image extension (e.g. ``.jpg``).
+        augment: ``true`` (flips, rotation, zoom, lighting), ``false``, ``flip`` or a mapping of
+            ``datamodules.augment.Augment`` fields.
+        augment_on: ``cpu`` (loaders), ``gpu`` (whole batches on the device) or ``auto``.
+        predict_dir: folder of images for ``predict`` (default: the validation images).
+        feedback: ``serve.py``'s feedback store: images with their corrected labels join the training split.
+    """
+
+    sample_name = "classify"
+    feedback_task = "classify"
+    size_rule = (16, 1, "")
+
+    def __init__(
+        self,
+        root: str | None = None,
+        size: int | tuple[int, int] = 224,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        split: str | dict | None = None,
+        valid_pct: float = 0.2,
+        seed: int = 42,
+        classes: list[str] | None = None,
+        csv: str | None = None,
+        file_column: str = "file",
+        label_column: str = "label",
+        folder: str = "",
+        suffix: str = "",
+        augment: bool | str | dict = True,
+        augment_on: str = "auto",
+        predict_dir: str | None = None,
+        feedback: str | None = None,
+    ):
+        super().__init__(root, batch_size, num_workers, seed, feedback)
+        self.size = self.check_size(size)
+        self.split, self.valid_pct, self.csv, self.file_column, self.label_column = split, valid_pct, csv, file_column, label_column
+        self.folder, self.suffix, self.augment, self.augment_on, self.predict_dir = folder, suffix, augment, augment_on, predict_dir
+        if split is not None:
+            parse_split(split)  # a wrong option stops here, before any data is read
+        self._given = list(classes) if classes else None
+        if self._given and len(set(self._given)) != len(self._given):
+            raise DataError(f"--data.init_args.classes: duplicate classes {sorted({c for c in self._given if self._given.count(c) > 1})}.")
+        self._items: Items | None = None
+
+    def write_sample(self, folder: Path) -> None:
+        write_classify_sample(folder)
+
+    # -- items and classes ----------------------------------------------------------
+    def layout(self) -> str:
+        """``csv``, ``train_valid`` or ``class_folders``: how the root holds its images."""
+        root = self.root_path
+        if self.csv:
+            return "csv"
+        if (root / self.folder_names()[0]).is_dir():
+            return "train_valid"
+        if (root / "labels.csv").is_file():
+            return "csv"
+        if class_folders(root):
+            return "class_folders"
+        raise DataError(
+            f"{root}: neither class folders (train/<class>/* with optional valid/<class>/*, or <class>/*) "
+            "nor a CSV (--data.init_args.csv FILE with file,label columns); lay the images out one of these ways."
+        )
+
+    def folder_names(self) -> tuple[str, str]:
+        """The training and validation folders (``split: {by: folder, train: .., valid: ..}`` renames them)."""
+        spec = parse_split(self.split)
+        return (spec.get("train", "train"), spec.get("valid", "valid")) if spec["by"] == "folder" else ("train", "valid")
+
+    def items(self) -> Items:
+        """Every labelled image (scanned once), its label checked against ``classes`` where given."""
+        if self._items is not None:
+            return self._items
+        root, kind = self.root_path, self.layout()
+        if kind == "csv":
+            path = root / (self.csv or "labels.csv")
+            if not path.is_file():
+                raise DataError(f"{path}: no such CSV (--data.init_args.csv).")
+            split = parse_split(self.split)
+            items = read_csv_items(path, root / self.folder, self.file_column, self.label_column, self.suffix, split.get("column"))
+        else:
+            items = Items(str(root))
+            parents = [root / f for f in self.folder_names()] if kind == "train_valid" else [root]
+            for parent in [p for p in parents if p.is_dir()]:
+                if not class_folders(parent):
+                    raise DataError(f"{parent}: no class folders in it; put each class's images in {parent}/<class>/.")
+                scan_class_folders(root, parent, items)
+            if kind == "train_valid":
+                items.folders = [n.split("/", 1)[0] for n in items.names]
+        self._check_labels(items)
+        self._items = items
+        return items
+
+    def _check_labels(self, items: Items) -> None:
+        if self._given is not None:
+            known = set(self._given)
+            bad = next((i for i, label in enumerate(items.labels) if label not in known), None)
+            if bad is not None:
+                raise DataError(
+                    f"{items.sources[bad]}: label '{items.labels[bad]}' ({items.names[bad]}) is not one of the classes given "
+                    f"({', '.join(self._given)}); add it to --data.init_args.classes or fix the label."
+                )
+        elif len(set(items.labels)) < 2:
+            raise DataError(f"{items.source}: only one class ({items.labels[0]!r}); a classifier needs images of at least two.")
+
+    @property
+    def classes(self) -> list[str]:
+        return self._given if self._given is not None else sorted(set(self.items().labels))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split_spec(self) -> dict:
+        if self.split is not None:
+            return parse_split(self.split)
+        return {"by": "folder"} if self.layout() == "train_valid" and (self.root_path / "valid").is_dir() else {"by": "random"}
+
+    # -- setup ----------------------------------------------------------------------
+    def _check_readable(self, items: Items) -> None:
+        """Every image opens and is complete (a bounded sample decoded in full, as for Planet)."""
+        errors, left = check_images(items.paths, DECODE_BUDGET, self.seed)
+        if errors:
+            i = min(errors)
+            raise DataError(f"{errors[i]} Listed in {items.sources[i]}; replace the file or remove it.")
+        if left:
+            rank_zero_info(f"{items.source}: {left} of {len(items.paths)} images were not decoded at setup (beyond a sample); a broken one stops the run when it loads.")
+
+    def dataset(self, stage: str, idx: list[int], items: Items, targets: list[int]) -> ClassifyDataset:
+        return ClassifyDataset(
+            [items.paths[i] for i in idx], [targets[i] for i in idx], [items.names[i] for i in idx], self.transform(stage == "train"),
+            self.size, [items.sources[i] for i in idx],
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        paths = self.predict_paths() if stage == "predict" else None
+        if paths is not None:
+            self.datasets["predict"] = ClassifyDataset(paths, None, [p.name for p in paths], self.transform(False), self.size)
+            return
+        items = self.items()
+        self._check_readable(items)
+        self.choose_batch_augment()
+        index = {c: k for k, c in enumerate(self.classes)}
+        targets = [index[label] for label in items.labels]
+        tr, va = split_items(
+            items.names, self.split_spec(), valid_pct=self.valid_pct, seed=self.seed, column=items.column,
+            folders=items.folders, root=self.root_path, source=items.source,
+        )
+        for s, idx in (("train", tr), ("valid", va), ("test", va)):
+            self.datasets[s] = self.dataset(s, idx, items, targets)
+        if stage in (None, "fit") and self.feedback:
+            self.datasets["train"] = self._with_feedback(self.datasets["train"])
+        if stage == "predict":
+            valid = self.datasets["valid"]
+            self.datasets["predict"] = ClassifyDataset(valid.paths, None, valid.names, self.transform(False), self.size, valid.sources)
+
+    def _with_feedback(self, train: ClassifyDataset) -> ClassifyDataset:
+        """The training split plus serve.py's corrections (image, corrected label)."""
+        examples = self.feedback_examples(self.classes)
+        index = {c: k for k, c in enumerate(self.classes)}
+        unknown = next((ex for ex in examples if ex.correction.get("label") not in index), None)
+        if unknown is not None:
+            raise DataError(f"--data.feedback {self.feedback}: row {unknown.id} has label {unknown.correction.get('label')!r}, not one of {self.classes}.")
+        return ClassifyDataset(
+            train.paths + [ex.input for ex in examples], train.targets.tolist() + [index[ex.correction["label"]] for ex in examples],
+            train.names + [ex.input.name for ex in examples], train.transform, train.size, train.sources + [f"feedback row {ex.id}" for ex in examples],
+        )
+
+    def targets(self, stage: str) -> torch.Tensor:
+        """The class indices of a split (``train``, ``valid``, ``test``), e.g. for baselines."""
+        return self.require(stage).targets
