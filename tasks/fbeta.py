@@ -20,6 +20,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from .decide import expected_f2_decision
+
 
 def fbeta_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, beta: float = 2.0, zero_division: float = 1.0) -> torch.Tensor:
     """Elementwise ``(1 + b²) tp / ((1 + b²) tp + b² fn + fp)``; ``zero_division`` where all are 0."""
@@ -126,25 +128,29 @@ class TunedFBeta(Metric):
 
     After ``compute``: ``thresholds`` (the tuned ones), ``cv_score``, a two-fold estimate
     (thresholds tuned on alternate images, scored on the others, averaged) without the
-    in-sample optimism of the returned value, and ``fixed_score``, the score at ``start``.
+    in-sample optimism of the returned value, ``fixed_score``, the score at ``start``, and with
+    ``expected``, ``expected_score``: the score of each image's expected-F-beta tag set
+    (:func:`tasks.decide.expected_f2_decision`, nothing tuned).
 
     Args:
         beta, zero_division: as in :class:`SamplesFBeta`.
         start: the common threshold tuning starts from (the lesson's 0.2).
+        expected: also compute ``expected_score``.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, beta: float = 2.0, start: float = 0.2, zero_division: float = 1.0, **kwargs):
+    def __init__(self, beta: float = 2.0, start: float = 0.2, zero_division: float = 1.0, expected: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.beta, self.start, self.zero_division = beta, start, zero_division
+        self.beta, self.start, self.zero_division, self.expected = beta, start, zero_division, expected
         self.add_state("probs", [], dist_reduce_fx="cat")
         self.add_state("target", [], dist_reduce_fx="cat")
         self.thresholds: torch.Tensor | None = None
         self.cv_score: torch.Tensor | None = None
         self.fixed_score: torch.Tensor | None = None
+        self.expected_score: torch.Tensor | None = None
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         self.probs.append(probs.detach().float())
@@ -162,6 +168,8 @@ class TunedFBeta(Metric):
                 folds.append(samples_fbeta(probs[score], target[score], threshold=thr, **kw).mean())
         self.cv_score = torch.stack(folds).mean().float() if folds else torch.tensor(float("nan"))
         self.fixed_score = samples_fbeta(probs, target, threshold=self.start, **kw).mean().float()
+        if self.expected:
+            self.expected_score = samples_fbeta(expected_f2_decision(probs, **kw), target, **kw).mean().float()
         return samples_fbeta(probs, target, threshold=self.thresholds, **kw).mean().float()
 
 

@@ -1,4 +1,4 @@
-"""Multi-label classification (Planet): one logit per tag, BCE, Kaggle's F2 at 0.2 and tuned thresholds."""
+"""Multi-label classification (Planet): one logit per tag, BCE, Kaggle's F2 at 0.2, tuned thresholds, expected F2."""
 
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy
 
 from .base import BaseTask
+from .decide import expected_f2_decision
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
 from .pictures import grid, to_hwc
+from .tta import group_for, mean_scores
+
+DECISIONS = ("threshold", "tuned", "expected_f2")
 
 
 class PlanetTask(BaseTask):
@@ -30,7 +34,9 @@ class PlanetTask(BaseTask):
     use go into the ``thresholds`` buffer, hence into checkpoints, and serve ``test``
     (``test/f2_tuned``), ``predict`` and the result pictures; ``val/tuned_in_use`` says whether
     they are the tuned ones. ``val/f2_frequent`` is the baseline of always predicting the most
-    frequent training tags (as many as maximise F2 on the training split).
+    frequent training tags (as many as maximise F2 on the training split). ``val/f2_expected`` (and
+    ``test/f2_expected``) score the expected-F2 rule (:mod:`tasks.decide`) on the same images; it
+    tunes nothing, so it is not optimistic.
 
     Args:
         net: network returning ``(B, num_classes)`` logits.
@@ -43,6 +49,13 @@ class PlanetTask(BaseTask):
             per-tag thresholds mostly fit noise; with Kaggle's thousands they help), ``always``,
             or ``never`` (``threshold`` everywhere).
         zero_division: F-beta of an image with no true and no predicted tags (see :mod:`tasks.fbeta`).
+        decision: how ``predict`` (and the result pictures) choose an image's tags from its
+            probabilities: ``threshold`` (the fixed ``threshold``), ``tuned`` (the ``thresholds``
+            buffer: the tuned ones where ``use_tuned`` says so, else ``threshold``) or
+            ``expected_f2`` (the set with the highest expected F-beta, tags taken as independent:
+            :func:`tasks.decide.expected_f2_decision`).
+        tta: validation, test and prediction average the tag probabilities over the 8 symmetries of
+            a square image (the 4 flips of a rectangle); 8 (4) forward passes per image.
     """
 
     def __init__(
@@ -54,6 +67,8 @@ class PlanetTask(BaseTask):
         beta: float = 2.0,
         use_tuned: Literal["auto", "always", "never"] = "auto",
         zero_division: float = 1.0,
+        decision: Literal["threshold", "tuned", "expected_f2"] = "tuned",
+        tta: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         pct_start: float = 0.25,
@@ -66,14 +81,18 @@ class PlanetTask(BaseTask):
         if use_tuned not in ("auto", "always", "never"):
             raise ValueError(f"use_tuned '{use_tuned}': choose auto, always or never.")
         self.use_tuned, self.zero_division = use_tuned, zero_division
+        if decision not in DECISIONS:
+            raise ValueError(f"decision '{decision}': choose {', '.join(DECISIONS)}.")
+        self.decision, self.tta = decision, tta
         self.score_name = f"f{beta:g}"
         self.register_buffer("thresholds", torch.full((num_classes,), float(threshold)))
         self.baseline: tuple[list[int], float] | None = None
         self._submission_started = False
         self.save_hyperparameters(ignore=["net"])
         self.init_metrics()
-        self.val_tuned = TunedFBeta(beta, start=threshold, zero_division=zero_division)
+        self.val_tuned = TunedFBeta(beta, start=threshold, zero_division=zero_division, expected=True)
         self.test_tuned = SamplesFBeta(beta, zero_division=zero_division)
+        self.test_expected = SamplesFBeta(beta, zero_division=zero_division)
 
     def make_metrics(self):
         return MetricCollection({
@@ -81,11 +100,21 @@ class PlanetTask(BaseTask):
             self.score_name: SamplesFBeta(self.beta, threshold=self.threshold, zero_division=self.zero_division),
         })
 
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag probabilities ``(B, C)``; with ``tta``, averaged over the image's symmetries."""
+        if not self.tta:
+            return torch.sigmoid(self(x).float())
+        return mean_scores(lambda v: torch.sigmoid(self(v).float()), x, group_for(*x.shape[-2:]))
+
     def _shared_step(self, batch, stage, keep_example=False):
         x, y = batch["image"], batch["target"]
-        logits = self(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y.float())
-        probs = torch.sigmoid(logits.detach().float())
+        if stage == "train" or not self.tta:
+            logits = self(x)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y.float())
+            probs = torch.sigmoid(logits.detach().float())
+        else:  # the loss of the averaged probabilities
+            probs = self.infer(x)
+            loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), y.float())
         self.stage_metrics(stage).update(probs, y.int())
         self.log_stage(stage, loss, x.shape[0])
         if stage == "val":
@@ -93,6 +122,8 @@ class PlanetTask(BaseTask):
         if stage == "test":
             self.test_tuned.update(probs >= self.thresholds, y)
             self.log(f"test/{self.score_name}_tuned", self.test_tuned, on_step=False, on_epoch=True, batch_size=x.shape[0])
+            self.test_expected.update(self.decide(probs, "expected_f2"), y)
+            self.log(f"test/{self.score_name}_expected", self.test_expected, on_step=False, on_epoch=True, batch_size=x.shape[0])
         if keep_example:
             self.example = {"image": x[:8].cpu(), "target": y[:8].cpu(), "probs": probs[:8].cpu()}
         return loss
@@ -112,6 +143,7 @@ class PlanetTask(BaseTask):
         name = f"val/{self.score_name}"
         self.log(f"{name}_tuned", score, prog_bar=True)
         self.log(f"{name}_tuned_cv", self.val_tuned.cv_score)
+        self.log(f"{name}_expected", self.val_tuned.expected_score)
         self.log("val/tuned_in_use", float(tuned))
         if self.baseline is not None:
             self.log(f"{name}_frequent", self.baseline[1])
@@ -132,15 +164,26 @@ class PlanetTask(BaseTask):
         # readable copy; the ``thresholds`` buffer in the state dict is what loading uses
         checkpoint["tag_thresholds"] = self.tag_thresholds()
 
+    def decide(self, probs: torch.Tensor, decision: str | None = None) -> torch.Tensor:
+        """The predicted tags (bool, ``probs``' shape) under ``decision`` (default: the task's)."""
+        decision = decision or self.decision
+        probs = probs.detach().float().cpu()
+        if decision == "expected_f2":
+            return expected_f2_decision(probs, self.beta, zero_division=self.zero_division)
+        return probs >= (self.thresholds.cpu() if decision == "tuned" else torch.tensor(float(self.threshold)))
+
     def decode(self, probs: torch.Tensor) -> list[str]:
-        """Tags whose score reaches their threshold, in class order."""
-        keep = probs.cpu() >= self.thresholds.cpu()
-        return [n for n, k in zip(self.class_names, keep.tolist()) if k]
+        """The names of an image's predicted tags (``probs``: ``(C,)``), in class order."""
+        return [n for n, k in zip(self.class_names, self.decide(probs).tolist()) if k]
 
     # -- prediction ---------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        probs = torch.sigmoid(self(batch["image"]).float()).cpu()
-        return [{"name": n, "probs": p, "tags": self.decode(p)} for n, p in zip(batch["name"], probs)]
+        probs = self.infer(batch["image"]).cpu()
+        keep = self.decide(probs)
+        return [
+            {"name": n, "probs": p, "tags": [c for c, k in zip(self.class_names, row.tolist()) if k]}
+            for n, p, row in zip(batch["name"], probs, keep)
+        ]
 
     def on_predict_start(self):
         self._submission_started = False

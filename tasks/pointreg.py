@@ -14,6 +14,7 @@ from torchmetrics.regression import MeanSquaredError
 
 from .base import BaseTask
 from .pictures import grid, to_hwc
+from .tta import HFLIP, mean_points
 
 TRUE, PRED = "lime", "red"
 
@@ -52,6 +53,8 @@ class PointRegressionTask(BaseTask):
         predict_pictures: with ``predict``, also save each image with its predicted point.
         zero_head: zero the network's last linear layer, so training starts by predicting the
             image centre (timm initialises a 2-output head to outputs of about +-10).
+        tta: validation, test and prediction average the point found in the image and the one found
+            in its mirror image, mirrored back (``x -> -x`` in the [-1, 1] convention).
     """
 
     def __init__(
@@ -59,12 +62,13 @@ class PointRegressionTask(BaseTask):
         net: nn.Module,
         predict_pictures: bool = False,
         zero_head: bool = True,
+        tta: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         pct_start: float = 0.25,
     ):
         super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
-        self.predict_pictures = predict_pictures
+        self.predict_pictures, self.tta = predict_pictures, tta
         if zero_head:
             last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]
             if not last:
@@ -85,9 +89,13 @@ class PointRegressionTask(BaseTask):
             raise ValueError(f"the network returns shape {tuple(out.shape)}; point regression needs (batch, 2): set num_classes: 2 on the net.")
         return out
 
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Points ``(B, 2)`` in [-1, 1]; with ``tta``, the mean of the image's and its mirror's."""
+        return mean_points(self, x, HFLIP) if self.tta else self(x)
+
     def _shared_step(self, batch, stage, keep_example=False):
         x, y = batch["image"], batch["target"]
-        pred = self(x)
+        pred = self(x) if stage == "train" else self.infer(x)
         loss = F.mse_loss(pred.float(), y)
         self.stage_metrics(stage).update(pred.detach().float(), y, orig_size=batch["orig_size"])
         self.log_stage(stage, loss, x.shape[0])
@@ -98,7 +106,7 @@ class PointRegressionTask(BaseTask):
 
     # -- prediction -----------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        px = to_pixels(self(batch["image"]).float(), batch["orig_size"]).cpu()
+        px = to_pixels(self.infer(batch["image"]).float(), batch["orig_size"]).cpu()
         return [{"name": n, "path": p, "x_px": float(x), "y_px": float(y)} for n, p, (x, y) in zip(batch["name"], batch["path"], px.tolist())]
 
     def write_predictions(self, predictions: list[dict], folder: Path) -> None:
