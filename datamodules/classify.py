@@ -34,13 +34,9 @@ from .files import IMAGE_EXTS, image_file, list_images
 from .images import ImageDataModule
 from .splits import parse_split, split_items
 
-EXTS = ", ".join(sorted(IMAGE_EXTS))
-
-
 @dataclass
 class Items:
-    """Labelled images: path, label, name (relative to the root: what splitters see) and where each
-    was listed (for messages); ``folders`` (top folder) or ``column`` (the CSV's split column)."""
+    """Labelled images: path, label, name (what splitters see), where listed; top folders or split column."""
 
     source: str
     paths: list[Path] = field(default_factory=list)
@@ -49,6 +45,10 @@ class Items:
     sources: list[str] = field(default_factory=list)
     folders: list[str] | None = None
     column: list[str] | None = None
+
+    def add(self, path: Path, label: str, name: str, source: str) -> None:
+        for values, v in ((self.paths, path), (self.labels, label), (self.names, name), (self.sources, source)):
+            values.append(v)
 
 
 def class_folders(parent: Path) -> list[Path]:
@@ -60,12 +60,9 @@ def scan_class_folders(root: Path, parent: Path, items: Items) -> None:
     for folder in class_folders(parent):
         found = list_images(folder, recursive=True)
         if not found:
-            raise DataError(f"{folder}: class folder '{folder.name}' holds no images ({EXTS}); put its images there or remove the folder.")
+            raise DataError(f"{folder}: class folder '{folder.name}' holds no images ({', '.join(sorted(IMAGE_EXTS))}); put its images there or remove the folder.")
         for p in found:
-            items.paths.append(p)
-            items.labels.append(folder.name)
-            items.names.append(p.relative_to(root).as_posix())
-            items.sources.append(f"class folder {folder}")
+            items.add(p, folder.name, p.relative_to(root).as_posix(), f"class folder {folder}")
 
 
 def read_csv_items(path: Path, images: Path, file_column: str, label_column: str, suffix: str, split_column: str | None) -> Items:
@@ -91,10 +88,7 @@ def read_csv_items(path: Path, images: Path, file_column: str, label_column: str
             file = image_file(images, name, suffix)
             if not file.is_file():
                 raise DataError(f"{file}: image missing (named in {where}); fix the name, --data.init_args.folder or --data.init_args.suffix.")
-            items.paths.append(file)
-            items.labels.append(label)
-            items.names.append(name)
-            items.sources.append(where)
+            items.add(file, label, name, where)
             if column is not None:
                 column.append(row[split_column] or "")
     if not items.paths:
@@ -178,8 +172,7 @@ class ClassifyDataModule(ImageDataModule):
         self.size = self.check_size(size)
         self.split, self.valid_pct, self.csv, self.file_column, self.label_column = split, valid_pct, csv, file_column, label_column
         self.folder, self.suffix, self.augment, self.augment_on, self.predict_dir = folder, suffix, augment, augment_on, predict_dir
-        if split is not None:
-            parse_split(split)  # a wrong option stops here, before any data is read
+        parse_split(split)  # a wrong option stops here, before any data is read
         self._given = list(classes) if classes else None
         if self._given and len(set(self._given)) != len(self._given):
             raise DataError(f"--data.init_args.classes: duplicate classes {sorted({c for c in self._given if self._given.count(c) > 1})}.")
@@ -200,10 +193,8 @@ class ClassifyDataModule(ImageDataModule):
             return "csv"
         if class_folders(root):
             return "class_folders"
-        raise DataError(
-            f"{root}: neither class folders (train/<class>/* with optional valid/<class>/*, or <class>/*) "
-            "nor a CSV (--data.init_args.csv FILE with file,label columns); lay the images out one of these ways."
-        )
+        raise DataError(f"{root}: neither class folders (train/<class>/* with optional valid/<class>/*, or <class>/*) "
+                        "nor a CSV (--data.init_args.csv FILE with file,label columns); lay the images out one of these ways.")
 
     def folder_names(self) -> tuple[str, str]:
         """The training and validation folders (``split: {by: folder, train: .., valid: ..}`` renames them)."""
@@ -239,10 +230,8 @@ class ClassifyDataModule(ImageDataModule):
             known = set(self._given)
             bad = next((i for i, label in enumerate(items.labels) if label not in known), None)
             if bad is not None:
-                raise DataError(
-                    f"{items.sources[bad]}: label '{items.labels[bad]}' ({items.names[bad]}) is not one of the classes given "
-                    f"({', '.join(self._given)}); add it to --data.init_args.classes or fix the label."
-                )
+                raise DataError(f"{items.sources[bad]}: label '{items.labels[bad]}' ({items.names[bad]}) is not one of the classes given "
+                                f"({', '.join(self._given)}); add it to --data.init_args.classes or fix the label.")
         elif len(set(items.labels)) < 2:
             raise DataError(f"{items.source}: only one class ({items.labels[0]!r}); a classifier needs images of at least two.")
 
@@ -270,10 +259,8 @@ class ClassifyDataModule(ImageDataModule):
             rank_zero_info(f"{items.source}: {left} of {len(items.paths)} images were not decoded at setup (beyond a sample); a broken one stops the run when it loads.")
 
     def dataset(self, stage: str, idx: list[int], items: Items, targets: list[int]) -> ClassifyDataset:
-        return ClassifyDataset(
-            [items.paths[i] for i in idx], [targets[i] for i in idx], [items.names[i] for i in idx], self.transform(stage == "train"),
-            self.size, [items.sources[i] for i in idx],
-        )
+        paths, names, sources = ([values[i] for i in idx] for values in (items.paths, items.names, items.sources))
+        return ClassifyDataset(paths, [targets[i] for i in idx], names, self.transform(stage == "train"), self.size, sources)
 
     def setup(self, stage: str | None = None) -> None:
         paths = self.predict_paths() if stage == "predict" else None
@@ -285,10 +272,8 @@ class ClassifyDataModule(ImageDataModule):
         self.choose_batch_augment()
         index = {c: k for k, c in enumerate(self.classes)}
         targets = [index[label] for label in items.labels]
-        tr, va = split_items(
-            items.names, self.split_spec(), valid_pct=self.valid_pct, seed=self.seed, column=items.column,
-            folders=items.folders, root=self.root_path, source=items.source,
-        )
+        tr, va = split_items(items.names, self.split_spec(), valid_pct=self.valid_pct, seed=self.seed, column=items.column,
+                             folders=items.folders, root=self.root_path, source=items.source)
         for s, idx in (("train", tr), ("valid", va), ("test", va)):
             self.datasets[s] = self.dataset(s, idx, items, targets)
         if stage in (None, "fit") and self.feedback:
@@ -304,10 +289,8 @@ class ClassifyDataModule(ImageDataModule):
         unknown = next((ex for ex in examples if ex.correction.get("label") not in index), None)
         if unknown is not None:
             raise DataError(f"--data.feedback {self.feedback}: row {unknown.id} has label {unknown.correction.get('label')!r}, not one of {self.classes}.")
-        return ClassifyDataset(
-            train.paths + [ex.input for ex in examples], train.targets.tolist() + [index[ex.correction["label"]] for ex in examples],
-            train.names + [ex.input.name for ex in examples], train.transform, train.size, train.sources + [f"feedback row {ex.id}" for ex in examples],
-        )
+        return ClassifyDataset(train.paths + [ex.input for ex in examples], train.targets.tolist() + [index[ex.correction["label"]] for ex in examples],
+                               train.names + [ex.input.name for ex in examples], train.transform, train.size, train.sources + [f"feedback row {ex.id}" for ex in examples])
 
     def targets(self, stage: str) -> torch.Tensor:
         """The class indices of a split (``train``, ``valid``, ``test``), e.g. for baselines."""
