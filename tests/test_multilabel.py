@@ -198,6 +198,35 @@ def test_bad_csv_names_file_and_row(tmp_path, edit, message):
     assert "\n" not in str(e.value)
 
 
+def test_unreadable_image_fails_or_leaves_the_split_otherwise_as_it_was(tmp_path):
+    root = folders_layout(tmp_path / "d")
+    (root / "forest" / "p_3.png").write_bytes(b"not a png")
+    opts = dict(root=str(root), folder=".", name_column="file", split="names:valid.txt", size=32, num_workers=0)
+    with pytest.raises(DataError, match=r"forest/p_3\.png: unreadable image .* Listed in labels\.csv, line 5\. .*skip_unreadable true"):
+        MultiLabelDataModule(**opts).setup("fit")
+    dm = MultiLabelDataModule(**opts, skip_unreadable=True)
+    with pytest.warns(UserWarning, match="left out 1 unreadable image"):
+        dm.setup("fit")
+    assert dm.skipped == [str(root / "forest" / "p_3.png")]
+    assert [p.name for p in dm.datasets["valid"].paths] == ["p_2.jpg"] and len(dm.datasets["train"]) == 6
+
+
+def test_device_augmentation_follows_the_kind(tmp_path):
+    root = semicolon_layout(tmp_path / "d")
+    dm = MultiLabelDataModule(root=str(root), augment_on="gpu", size=32, num_workers=0, **SEMICOLON)
+    dm.setup("fit")
+    aug = dm.batch_augment  # the generic default: left-right flips only, no transposes
+    assert aug.flip_h and not aug.flip_v and not aug.transpose and aug.zoom == (1.0, 1.1)
+    planet = PlanetDataModule(root=str(write_planet(tmp_path / "p", n=10)), augment_on="gpu", size=32, num_workers=0)
+    planet.setup("fit")
+    assert planet.batch_augment.flip_v and planet.batch_augment.transpose and planet.batch_augment.zoom == (1.0, 1.05)
+    dm = MultiLabelDataModule(root=str(root), augment={"flip_vert": True, "dihedral": True}, augment_on="gpu", size=32, num_workers=0, **SEMICOLON)
+    dm.setup("fit")
+    assert dm.batch_augment.transpose
+    dm.set_size([32, 48])  # a rectangle has no transposes
+    assert not dm.batch_augment.transpose and dm.batch_augment.flip_v
+
+
 def test_stems_that_match_no_image_or_several(tmp_path):
     rng = np.random.default_rng(4)
     image(tmp_path / "train" / "a.jpg", rng)
