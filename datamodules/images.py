@@ -59,4 +59,4 @@ class ImageDataModule(BaseDataModule):
 
     def predict_paths(self) -> list[Path] | None:
         """The images of ``--data.predict_dir`` (one line if none), or None without one."""
-        return predict_images(Path(self.predict_dir)) if self.predict_dir else None
+        return predict_images(Path(self.predict_dir).expanduser()) if self.predict_dir else None
