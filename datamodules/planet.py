@@ -64,16 +64,13 @@ class PlanetDataModule(MultiLabelDataModule):
         classes: the tag list (default: the 17 Kaggle tags, alphabetical).
         augment: augment the training split (``true``, ``false``, ``flip`` or a mapping of
             ``datamodules.augment.Augment`` fields over the lesson's spec).
-        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
-            batches on the device) or ``auto`` (gpu when training on CUDA).
         max_rotate: degrees of the small extra rotation (fastai's default 10).
         max_lighting: brightness and contrast change.
         max_zoom: largest zoom-in factor.
         predict_dir: folder of images for ``predict``; default: the Kaggle ``test-jpg/`` and
             ``test-jpg-additional/`` folders when the root has them, else the validation images.
-        skip_unreadable: decode every listed image at setup and leave out (and count, in
-            ``self.skipped``) those that cannot be read, instead of failing on the first.
-        feedback: ``serve.py``'s feedback store: images with corrected tags join the training split.
+        augment_on, skip_unreadable, feedback, batch_size, num_workers, seed: as
+            :class:`~datamodules.multilabel.MultiLabelDataModule`.
     """
 
     sample_name = "planet"
