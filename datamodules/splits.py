@@ -61,15 +61,15 @@ def truthy(value: str, where: str) -> bool:
     raise DataError(f"{where}: '{value}' is not true/false (1/0, yes/no, valid/train).")
 
 
-def load_function(path: str) -> Callable:
-    """``module.fn`` from the user's own importable code."""
+def load_function(path: str, option: str = "--data.split function") -> Callable:
+    """``module.fn`` from the user's own importable code (``option`` names it in errors)."""
     module, _, attr = path.rpartition(".")
     try:
         fn = getattr(importlib.import_module(module), attr) if module else None
     except (ImportError, AttributeError) as e:
-        raise DataError(f"--data.split function '{path}': cannot import it ({e}); give module.function on the Python path.") from None
+        raise DataError(f"{option} '{path}': cannot import it ({e}); give module.function on the Python path.") from None
     if not callable(fn):
-        raise DataError(f"--data.split function '{path}': not a module.function.")
+        raise DataError(f"{option} '{path}': not a module.function.")
     return fn
 
 
@@ -118,5 +118,5 @@ def split_items(
         if missing:
             raise DataError(f"{path}: names {missing[:3]} match no item of {source}.")
         return _as_indices([n in wanted or stems[n] in wanted for n in names])
-    fn = load_function(spec["function"])
+    fn = spec["function"] if callable(spec["function"]) else load_function(spec["function"])  # a preset may pass a callable
     return _as_indices([bool(fn(n)) for n in names])

@@ -151,7 +151,7 @@ def test_training_augmentation_moves_point_with_image(tmp_path):
     (person / "frame_00001_pose.txt").write_text(f"1 0 0\n0 1 0\n0 0 1\n\n{X} {Y} {Z}\n")
     dm = BiwiDataModule(root=str(tmp_path), valid_persons=["01"], num_workers=0)
     dm.setup("validate")
-    ds = PointDataset(dm.datasets["valid"].items, (120, 160), dm.augmentation(train=True))
+    ds = PointDataset(dm.datasets["valid"].items, (120, 160), dm.transform(train=True))
     xs = set()
     for _ in range(30):
         item = ds[0]
