@@ -2,7 +2,7 @@
 
 Layout (``--data.init_args.root DIR``)::
 
-    DIR/points.csv       file,x,y  (one row per image; --data.init_args.csv, file_col, x_col, y_col)
+    DIR/points.csv       file,x,y  (one row per image; --data.init_args.csv, file_column, x_column, y_column)
     DIR/images/<file>    (--data.init_args.folder; ``file`` may name sub-folders, ``a.jpg`` or ``a``)
 
 or, with ``--data.init_args.point_fn mymodule.centre``, every image under ``DIR/images`` and
@@ -67,7 +67,7 @@ class PointsDataModule(ImageDataModule):
             synthetic frames in this layout, ``is_valid`` marking person 13).
         csv: the points CSV, relative to the root (one row per image).
         folder: the image folder, relative to the root (``.``: the root itself).
-        file_col, x_col, y_col: the CSV's column names of the image file and the point (pixels).
+        file_column, x_column, y_column: the CSV's column names of the image file and the point (pixels).
         point_fn: ``module.fn`` of your own code (on the Python path) giving ``fn(image_path) ->
             (x, y)``; then every image under ``folder`` is used and the CSV is not read.
         split: the validation split (``datamodules.splits``): ``random`` (``valid_pct``, ``seed``),
@@ -94,9 +94,9 @@ class PointsDataModule(ImageDataModule):
         root: str | None = None,
         csv: str = "points.csv",
         folder: str = "images",
-        file_col: str = "file",
-        x_col: str = "x",
-        y_col: str = "y",
+        file_column: str = "file",
+        x_column: str = "x",
+        y_column: str = "y",
         point_fn: str | None = None,
         split: str | dict = "random",
         valid_pct: float = 0.2,
@@ -112,7 +112,7 @@ class PointsDataModule(ImageDataModule):
         super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
         self.csv, self.folder, self.point_fn = csv, folder, point_fn
-        self.file_col, self.x_col, self.y_col = file_col, x_col, y_col
+        self.file_column, self.x_column, self.y_column = file_column, x_column, y_column
         self.split, self.valid_pct = split, valid_pct
         self.augment, self.augment_on, self.predict_dir = augment, augment_on, predict_dir
 
@@ -154,24 +154,24 @@ class PointsDataModule(ImageDataModule):
     def csv_rows(self, folder: Path) -> list[Candidate]:
         """The CSV's rows, each naming an image that exists and two numbers."""
         path = self.root_path / self.csv
-        cols = (self.file_col, self.x_col, self.y_col)
+        cols = (self.file_column, self.x_column, self.y_column)
         if not path.is_file():
             raise DataError(f"{path}: missing; expected a CSV with columns {','.join(cols)} (one row per image, pixels), or give --data.init_args.point_fn.")
         reader = csv.DictReader(io.StringIO(read_text(path)))
         missing = [c for c in cols if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{path}: no column(s) {missing} in its header {reader.fieldnames}; name them with --data.init_args.file_col / x_col / y_col.")
+            raise DataError(f"{path}: no column(s) {missing} in its header {reader.fieldnames}; name them with --data.init_args.file_column / x_column / y_column.")
         out, seen = [], {}
         for row in reader:
             where = f"{path}, row {reader.line_num}"
-            name = (row[self.file_col] or "").strip()
+            name = (row[self.file_column] or "").strip()
             img = image_file(folder, name)
             if not name or not img.is_file():
-                raise DataError(f"{where}: image '{name}' not found in {folder}; fix its {self.file_col} or remove the row.")
+                raise DataError(f"{where}: image '{name}' not found in {folder}; fix its {self.file_column} or remove the row.")
             if name in seen:
                 raise DataError(f"{where}: '{name}' again (first on row {seen[name]}); one point per image, so one row each.")
             seen[name] = reader.line_num
-            point = (_number(row[self.x_col], self.x_col, where), _number(row[self.y_col], self.y_col, where))
+            point = (_number(row[self.x_column], self.x_column, where), _number(row[self.y_column], self.y_column, where))
             out.append(Candidate(img, name, where, point, row))
         if not out:
             raise DataError(f"{path}: no rows under the header; one row per image ({','.join(cols)}).")

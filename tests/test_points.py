@@ -44,7 +44,7 @@ def csv_layout(root: Path, rows=None) -> Path:
     return root
 
 
-CSV_OPTIONS = dict(csv="labels.csv", folder="pics", file_col="image", x_col="px", y_col="py", split="column:valid")
+CSV_OPTIONS = dict(csv="labels.csv", folder="pics", file_column="image", x_column="px", y_column="py", split="column:valid")
 
 
 def user_module(tmp_path: Path, monkeypatch, name: str, source: str) -> str:
@@ -229,7 +229,7 @@ def test_bad_csv_rows_name_file_and_row(tmp_path, rows, expected):
 def test_bad_csv_files(tmp_path):
     root = csv_layout(tmp_path / "data")
     with pytest.raises(DataError, match=r"labels.csv: no column\(s\) \['x', 'y'\] in its header \['image', 'px', 'py', 'valid'\]; name them"):
-        PointsDataModule(root=str(root), csv="labels.csv", folder="pics", file_col="image", num_workers=0).setup("fit")
+        PointsDataModule(root=str(root), csv="labels.csv", folder="pics", file_column="image", num_workers=0).setup("fit")
     with pytest.raises(DataError, match=r"points.csv: missing; expected a CSV with columns file,x,y"):
         PointsDataModule(root=str(root), folder="pics", num_workers=0).setup("fit")
     with pytest.raises(DataError, match=r"labels.csv: has no column 'is_valid' to split by"):
@@ -271,8 +271,8 @@ TINY = ["--data.init_args.size", "[32,32]", "--data.init_args.batch_size", "2", 
 
 def test_cli_fit_csv_layout_then_predict(run_cli, tmp_path):
     root = csv_layout(tmp_path / "data")
-    cols = ["--data.init_args.csv", "labels.csv", "--data.init_args.folder", "pics", "--data.init_args.file_col", "image",
-            "--data.init_args.x_col", "px", "--data.init_args.y_col", "py", "--data.init_args.split", "column:valid"]
+    cols = ["--data.init_args.csv", "labels.csv", "--data.init_args.folder", "pics", "--data.init_args.file_column", "image",
+            "--data.init_args.x_column", "px", "--data.init_args.y_column", "py", "--data.init_args.split", "column:valid"]
     cli, run = run_cli(["fit", "--task", "points", "--data.init_args.root", str(root), *cols, *TINY])
     assert type(cli.datamodule) is PointsDataModule and len(cli.datamodule.datasets["valid"]) == 2
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
