@@ -179,7 +179,8 @@ class SegmentationDataModule(ImageDataModule):
         if missing and len(missing) == len(images):
             raise unmatched(images[0], expected[0], pattern, mask_dir, images)
         if missing:
-            i, ok = missing[0], next(k for k in range(len(images)) if k not in set(missing))
+            gone = set(missing)
+            i, ok = missing[0], next(k for k in range(len(images)) if k not in gone)
             raise DataError(
                 f"{expected[i]}: label file missing for image {images[i]} ({len(images) - len(missing)} of {len(images)} images have "
                 f"theirs by --data.mask_pattern '{pattern}', e.g. {expected[ok].name}); add it or remove the image."
