@@ -13,15 +13,13 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from .base import DataError
 from .text import TextDataModule
-from .text_batches import _TOKEN_CACHE, EXCERPT, BucketBatchSampler, PadCollate, TextDataset, special_frame, tokenize
+from .text_batches import _TOKEN_CACHE, EXCERPT, BucketBatchSampler, PadCollate, special_frame, tokenize
 from .text_files import Texts, clean_text, column_flags, read_text_csv
 
 __all__ = [
-    "CLASSES", "EXCERPT", "BucketBatchSampler", "IMDBDataModule", "PadCollate", "Reviews", "ReviewDataset",
-    "_TOKEN_CACHE", "clean_text", "read_csv", "special_frame", "tokenize",
+    "CLASSES", "EXCERPT", "BucketBatchSampler", "IMDBDataModule", "PadCollate", "_TOKEN_CACHE", "clean_text", "read_csv", "special_frame", "tokenize",
 ]
 CLASSES = ["negative", "positive"]
-Reviews, ReviewDataset = Texts, TextDataset  # IMDB's names for them
 
 
 def read_csv(path: Path, labelled: bool = True) -> tuple[Texts, list[bool] | None]:

@@ -13,9 +13,8 @@ Unlabelled texts feed only the language model (``lm: true``, every text without 
 the folders named in ``unlabelled`` (``unlabelled/`` or ``unsup/`` at the root or in a split
 folder) and, with ``allow_unlabelled``, CSV rows whose label is empty.
 
-Texts are cleaned (HTML line breaks), tokenized once with the backbone's fast tokenizer
-(cached, see :func:`~datamodules.text_batches.tokenize`), truncated to ``max_length``, batched
-with texts of similar length and padded per batch.
+Texts are cleaned, tokenized once (cached), cut to ``max_length`` and batched by length
+(``datamodules/text_files.py``, ``text_batches.py``).
 """
 
 from __future__ import annotations
@@ -52,10 +51,8 @@ class TextDataModule(BaseDataModule):
         allow_unlabelled: CSV rows with an empty label are unlabelled texts (the LM stage uses
             them, classification leaves them out) instead of an error.
         unlabelled: folder names of unlabelled texts (default ``unlabelled``, ``unsup``).
-        backbone: Hugging Face name or folder whose tokenizer is used. ``None`` (default) takes
-            the tokenizer of the model being trained (``net.tokenizer``), or the packaged
-            all-MiniLM-L6-v2 when no model is attached. When set, it must tokenize like the
-            model's backbone (checked).
+        backbone: Hugging Face name or folder of the tokenizer; ``None``: the model's (``net.tokenizer``),
+            or all-MiniLM-L6-v2's without a model. When set, it must tokenize like the model's (checked).
         max_length: truncation length in tokens, special tokens included (progressive
             resizing may change it with :meth:`set_size`, up to ``max(max_length, 512)``).
         lm: language-model data: every text (all splits and the unlabelled ones) without
@@ -96,8 +93,8 @@ class TextDataModule(BaseDataModule):
         super().__init__(root, batch_size, num_workers, seed, feedback)
         if max_length < 8:
             raise DataError(f"--data.max_length {max_length}: too short (at least 8 tokens).")
-        if classes is not None and (not classes or len(set(map(str, classes))) != len(classes)):
-            raise DataError(f"--data.init_args.classes {classes}: give at least one class, each once.")
+        if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
+            raise DataError(f"--data.init_args.classes {classes}: give two or more classes, each once.")
         self.csv, self.text_col, self.label_col = csv, text_col, label_col
         self.given_classes = [str(c) for c in classes] if classes else None
         self.split, self.allow_unlabelled = split, allow_unlabelled
@@ -125,8 +122,9 @@ class TextDataModule(BaseDataModule):
                 found = {y for y in self._read_csv(where)[0].labels if y}
             else:
                 found = {self.folder_labels.get(d.name, d.name) for s in self._tv_names() for d in label_folders(where / s, self.unlabelled)}
-            if not found:
-                raise DataError(f"{where}: no labels found (empty '{self.label_col}' column or no {where / 'train'}/<label>/ folders).")
+            if len(found) < 2:
+                what = f"only the label {sorted(found)}" if found else "no labels"
+                raise DataError(f"{where}: {what} found; classification needs two or more ('{self.label_col}' column or train/<label>/ folders).")
             self._classes = sorted(found)
         return list(self._classes)
 
@@ -235,7 +233,10 @@ class TextDataModule(BaseDataModule):
             for name in (*self._tv_names(), "test"):
                 if (where / name).is_dir():
                     texts = texts + self._read_split(where, name)
-        return texts + read_unlabelled(where if kind == "folders" else self.root_path, (*self._tv_names(), "test"), self.unlabelled, self.noun) if self.include_unlabelled else texts
+        if self.include_unlabelled:
+            base = where if kind == "folders" else self.root_path
+            texts = texts + read_unlabelled(base, (*self._tv_names(), "test"), self.unlabelled, self.noun)
+        return texts
 
     def _lm_split(self, texts: Texts) -> dict[str, Texts]:
         tr, va = random_split(len(texts), self.valid_pct, self.seed)

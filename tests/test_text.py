@@ -200,8 +200,12 @@ def test_bad_folders_are_one_clear_line(tmp_path):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(DataError, match=r"nothing: no text data found"):
         TextDataModule(root=str(tmp_path / "nothing")).setup("fit")
-    with pytest.raises(DataError, match=r"classes \['a', 'a'\]: give at least one class, each once"):
+    with pytest.raises(DataError, match=r"classes \['a', 'a'\]: give two or more classes, each once"):
         TextDataModule(classes=["a", "a"])
+    one = write_topics_csv(tmp_path / "one", n=3)
+    one.write_text("body,topic\nfirst text,cooking\nsecond text,cooking\n")
+    with pytest.raises(DataError, match=r"one.*notes.csv: only the label \['cooking'\] found; classification needs two or more"):
+        TextDataModule(root=str(one.parent), text_col="body", label_col="topic").setup("fit")
 
 
 # -- the CLI: classifier on three classes, both layouts; the LM stage ---------------------------
