@@ -30,6 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, SaveLast, Stages
 from callbacks.predictions import ExceptionCheckpoint
+from callbacks.interpret import Interpret
 from callbacks.checkpoint_io import CheckpointError, check_loadable
 from callbacks.nan_guard import NanGuard, TrainingDiverged, finite_json
 from callbacks.lr_finder import find_lr
@@ -223,6 +224,17 @@ class KitTrainer(Trainer):
         print(f"Bundle: {path}  (serve it: python serve.py {path})", flush=True)
         return str(path)
 
+    def interpret(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None) -> str:
+        """What the model gets wrong on the validation split: tables and pictures in ``<run>/interpret/`` (and W&B).
+
+        Args:
+            ckpt_path: the trained weights: a checkpoint of this task (e.g. ``runs/<task>/<time>/checkpoints/last.ckpt``) or a bundle.
+        """
+        from callbacks.interpret import interpret_checkpoint
+        from serving.bundle import load_weights
+
+        return interpret_checkpoint(self, model, datamodule, ckpt_path, load_weights)
+
 
 class KitCLI(LightningCLI):
     """LightningCLI with the run folder, data-to-model links, pictures and ``metrics.json``."""
@@ -237,6 +249,7 @@ class KitCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": False, "checkpoint.filename": "epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False})
         parser.add_lightning_class_args(Pictures, "pictures")
         parser.add_lightning_class_args(MemoryFormat, "memory")
+        parser.add_lightning_class_args(Interpret, "interpretation")  # --interpretation.enabled false: none at the end of fit
         for source, targets in DATA_TO_MODEL.items():
             for target in targets:
                 parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
@@ -247,7 +260,7 @@ class KitCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}, "export": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}, "export": {"model", "datamodule"}, "interpret": {"model", "datamodule"}}
 
     def before_instantiate_classes(self):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -283,7 +296,7 @@ class KitCLI(LightningCLI):
         """A bundle as ``--ckpt_path``, or any checkpoint when fine-tuning on ``--data.feedback``, brings
         the weights only (a new schedule): taken out of ``ckpt_path`` and loaded after instantiation."""
         ckpt = cfg.get("ckpt_path")
-        if ckpt in (None, "last", "best") or self.subcommand == "export":
+        if ckpt in (None, "last", "best") or self.subcommand in ("export", "interpret"):
             return None
         feedback = self.subcommand in ("fit", None) and (cfg.data.get("init_args") or {}).get("feedback")
         if is_bundle(ckpt) or (feedback and Path(ckpt).is_file()):

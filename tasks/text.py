@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -22,6 +21,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
+from . import interpret
 from .base import BaseTask
 from .pictures import pyplot
 
@@ -57,15 +57,8 @@ def text_figure(blocks: list[tuple[str, str]], title: str = "", width: int = 110
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub markdown table (pipes and newlines in cells escaped)."""
-
-    def cell(v: Any) -> str:
-        s = f"{v:.4f}" if isinstance(v, float) else str(v)
-        return s.replace("|", "\\|").replace("\n", " ")
-
-    rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(rows) + "\n"
+    """A GitHub markdown table of a DataFrame (:func:`tasks.interpret.markdown_table`)."""
+    return interpret.markdown_table(df.to_dict("records"), list(df.columns))
 
 
 def mask_tokens(
@@ -194,14 +187,10 @@ class TextClassificationTask(_TextTask):
 
     def most_wrong(self, rows: list[tuple], k: int) -> pd.DataFrame:
         """The ``k`` wrong predictions with the highest predicted probability."""
-        out = []
-        for names, excerpts, y, probs in rows:
-            conf, pred = probs.max(-1)
-            for name, ex, t, p, c in zip(names, excerpts, y.tolist(), pred.tolist(), conf.tolist()):
-                if p != t:
-                    out.append({"review": name, "truth": self.class_names[t], "prediction": self.class_names[p], "probability": round(c, 4), "excerpt": ex})
-        out.sort(key=lambda r: -r["probability"])
-        return pd.DataFrame(out[:k], columns=["review", "truth", "prediction", "probability", "excerpt"])
+        names, excerpts = [n for r in rows for n in r[0]], [e for r in rows for e in r[1]]
+        y, probs = (torch.cat([r[2] for r in rows]), torch.cat([r[3] for r in rows])) if rows else (torch.zeros(0, dtype=torch.long), torch.zeros(0, 2))
+        out = interpret.most_confidently_wrong(names, excerpts, y, probs, self.class_names, k)
+        return pd.DataFrame(out, columns=["review", "truth", "prediction", "probability", "excerpt"])
 
     def on_validation_epoch_end(self):
         trainer = self.trainer
