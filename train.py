@@ -30,6 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder, SaveLast, Stages
 from callbacks.predictions import ExceptionCheckpoint
+from callbacks.stages import stage_size
 from callbacks.interpret import Interpret
 from callbacks.checkpoint_io import CheckpointError, check_loadable
 from callbacks.nan_guard import NanGuard, TrainingDiverged, finite_json
@@ -215,7 +216,7 @@ class KitTrainer(Trainer):
             raise SystemExit("error: export needs --ckpt_path: a checkpoint such as runs/<task>/<time>/checkpoints/last.ckpt, or a bundle.")
         # the size training ended at: from the checkpoint's run config, else this command's stages/data
         stages = [s.size for c in self.callbacks if isinstance(c, Stages) for s in c.stages if s.size is not None]
-        size = trained_input_size(ckpt_path) or (stages[-1] if stages else getattr(datamodule, "size", None))
+        size = trained_input_size(ckpt_path) or (stage_size(stages[-1], datamodule.size) if stages else getattr(datamodule, "size", None))
         try:
             load_weights(model, ckpt_path)
             path = export_bundle(model, out or Path(self.default_root_dir) / "bundle", size, name=Path(self.default_root_dir).parent.name, source=str(ckpt_path))

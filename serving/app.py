@@ -86,6 +86,12 @@ class TextAnswer(BaseModel):
     tokens: int
 
 
+class LabelAnswer(BaseModel):
+    label: str = Field(description="the most probable class")
+    probability: float
+    probabilities: dict[str, float] = Field(description="every class's probability (softmax)")
+
+
 class FeedbackAnswer(BaseModel):
     id: int
     input: str
@@ -93,7 +99,7 @@ class FeedbackAnswer(BaseModel):
     replayed: bool = Field(False, description="true: this idempotency key was stored before; nothing new was stored")
 
 
-ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointAnswer, "text": TextAnswer}
+ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointAnswer, "text": TextAnswer, "classify": LabelAnswer}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -243,7 +249,7 @@ def create_app(
     @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
     def feedback_image(
         file: UploadFile = File(..., description="the image the model got wrong"),
-        correction: str = Form("{}", description='JSON: Planet {"tags": [...]}, BIWI {"x": .., "y": ..} (image pixels); CamVid: send mask'),
+        correction: str = Form("{}", description='JSON: Planet {"tags": [...]}, BIWI {"x": .., "y": ..} (image pixels), a classifier {"label": ..}; CamVid: send mask'),
         mask: UploadFile | None = File(None, description="CamVid: the corrected mask, a PNG of class ids at the image's size"),
         idempotency_key: str | None = Header(None, description="a retry with the same key stores nothing new"),
         idempotency_key_field: str | None = Form(None, alias="idempotency_key", description="or the key as a form field"),
@@ -271,6 +277,10 @@ def _checked_correction(task: str, classes: list[str], corr: dict, image, mask: 
         if unknown:
             raise InputError(422, f"unknown tag(s) {unknown[:5]}; the tags are {classes}.")
         return {"tags": [c for c in classes if c in tags]}, None
+    if task == "classify":
+        if corr.get("label") not in classes:
+            raise InputError(422, f'corrections are {{"label": one of {classes}}}, not {corr.get("label")!r}.')
+        return {"label": corr["label"]}, None
     if task == "point":
         try:
             x, y = float(corr["x"]), float(corr["y"])

@@ -44,8 +44,9 @@ def task_type(model: nn.Module) -> str:
     from tasks.pointreg import PointRegressionTask
     from tasks.segmentation import SegmentationTask
     from tasks.text import TextClassificationTask
+    from tasks.classify import ClassificationTask
 
-    for cls, name in ((PlanetTask, "multilabel"), (SegmentationTask, "segmentation"), (PointRegressionTask, "point"), (TextClassificationTask, "text")):
+    for cls, name in ((PlanetTask, "multilabel"), (SegmentationTask, "segmentation"), (PointRegressionTask, "point"), (TextClassificationTask, "text"), (ClassificationTask, "classify")):
         if isinstance(model, cls):
             return name
     raise BundleError(
@@ -98,6 +99,9 @@ def trained_input_size(ckpt_path: str | os.PathLike) -> tuple[int, int] | int | 
     ]
     data = (cfg.get("data") or {}).get("init_args") or {}
     size = sizes[-1] if sizes else data.get("size", data.get("max_length"))
+    if isinstance(size, float) and data.get("size") is not None:  # a fraction of the data's size (Stages: size 1.0)
+        base = data["size"]
+        size = tuple(max(32, round(v * size)) for v in ((base, base) if isinstance(base, int) else base))
     return size if isinstance(size, int) else (tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None)
 
 

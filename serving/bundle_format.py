@@ -14,7 +14,7 @@ from models.registry import NETWORKS
 FORMAT = "lesson3-bundle"
 VERSION = 2  # 2: networks by registry name, safetensors weights, SHA-256 of every file
 META, WEIGHTS, BACKBONE = "bundle.json", "weights.safetensors", "backbone"
-TASKS = ("multilabel", "segmentation", "point", "text")
+TASKS = ("multilabel", "segmentation", "point", "text", "classify")
 
 
 class BundleError(ValueError):

@@ -12,6 +12,7 @@ Corrections (the ``correction`` JSON of a row) by task type:
 * ``segmentation`` (CamVid): ``{"mask": "inputs/<id>_mask.png"}`` (class ids at the image's size)
 * ``point`` (BIWI): ``{"x": 310.5, "y": 220.0}`` in the uploaded image's pixels
 * ``text`` (IMDB): ``{"label": "positive"}``; the input is the review as a UTF-8 ``.txt`` file
+* ``classify`` (single-label images): ``{"label": "teddy"}``
 
 A correction may carry an idempotency key (``/feedback``'s ``Idempotency-Key`` header): a unique
 column, so a retry whose reply was lost finds its row instead of storing a second one.

@@ -42,6 +42,12 @@ def _read(upload: bytes | BinaryIO) -> bytes:
     return upload if isinstance(upload, (bytes, bytearray)) else upload.read()
 
 
+def label_answer(names: list[str], probs: torch.Tensor) -> dict:
+    """A single-label answer: the most probable class, its probability and every class's."""
+    k = int(probs.argmax())
+    return {"label": names[k], "probability": round(float(probs[k]), 4), "probabilities": {n: round(float(p), 4) for n, p in zip(names, probs.tolist())}}
+
+
 class Predictor:
     """Runs a :class:`Bundle`: one forward pass at a time (a lock keeps CPU threads from
     competing); images that arrive together are batched (:class:`MicroBatcher`).
@@ -114,6 +120,8 @@ class Predictor:
         H, W = image.size
         if task == "multilabel":
             return self._tags(torch.sigmoid(out[0]).cpu())
+        if task == "classify":
+            return label_answer(self.meta["classes"], out[0].softmax(-1).cpu())
         if task == "point":
             x, y = ((out[0].cpu() + 1) / 2 * torch.tensor([W, H]) - 0.5).tolist()
             return {"x": round(x, 2), "y": round(y, 2), "width": W, "height": H}

@@ -356,3 +356,65 @@ def test_builtin_sample_learns_the_shapes(run_cli):
     _, run_dir = run_cli(["--task", "classify", "--data.init_args.num_workers", "0"])
     m = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert m["val/acc"] > m["val/acc_majority"] + 0.3, m
+
+
+# -- serving: export, /predict, /feedback, fine-tuning on the corrections ---------------------------
+def test_export_serve_feedback_and_fine_tune(run_cli, tmp_path):
+    import io
+
+    import cv2
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.bundle import load_bundle
+
+    root = write_folders(tmp_path / "d")
+    args = ["--task", "classify", "--data.init_args.root", str(root), *TINY, "--model.init_args.net.init_args.weights", "null"]
+    fit, _ = run_cli([*args, "--trainer.fast_dev_run", "true"])
+    ckpt = tmp_path / "c.ckpt"
+    fit.trainer.save_checkpoint(str(ckpt))
+    run_cli(["export", *args, "--ckpt_path", str(ckpt), "--out", str(tmp_path / "bundle")])
+    meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert meta["task"] == "classify" and meta["classes"] == ["bear", "guitar", "mushroom"] and meta["input"]["size"] == [32, 32]
+    assert meta["net"]["name"] == "TimmClassifier" and load_bundle(tmp_path / "bundle").task == "classify"
+
+    client = TestClient(create_app(tmp_path / "bundle", feedback_db=tmp_path / "fb"))
+    rgb = np.asarray(draw_shape(np.random.default_rng(3), "square", 50))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    r = client.post("/predict", files={"file": ("x.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+    ans = r.json()
+    small = torch.from_numpy(cv2.resize(rgb, (32, 32), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        probs = fit.model.eval().net(small).softmax(-1)[0]
+    assert list(ans["probabilities"]) == meta["classes"] and ans["label"] == meta["classes"][int(probs.argmax())]
+    assert [ans["probabilities"][c] for c in meta["classes"]] == pytest.approx(probs.tolist(), abs=2e-4)
+    assert ans["probability"] == max(ans["probabilities"].values()) and client.get("/info").json()["task"] == "classify"
+
+    files = {"file": ("x.png", buf.getvalue(), "image/png")}
+    bad = client.post("/feedback", files=files, data={"correction": json.dumps({"label": "piano"})})
+    assert bad.status_code == 422 and "piano" in bad.json()["error"]
+    ok = client.post("/feedback", files=files, data={"correction": json.dumps({"label": "guitar"})})
+    assert ok.status_code == 201, ok.text
+
+    tune, _ = run_cli([*args, "--data.feedback", str(tmp_path / "fb"), "--ckpt_path", str(tmp_path / "bundle"), "--trainer.fast_dev_run", "true"])
+    train = tune.datamodule.datasets["train"]
+    assert len(train) == 19 and int(train.targets[-1]) == 1 and train.sources[-1].startswith("feedback row")
+    assert train[len(train) - 1]["image"].shape == (3, 32, 32)
+
+
+def test_exported_size_resolves_fractional_stage_sizes(tmp_path):
+    """A recipe's last stage ``size: 1.0`` is the data's size, in the run's config as in the export command."""
+    import yaml
+
+    from serving.bundle import trained_input_size
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    stages = [{"epochs": 1, "size": 0.5}, {"epochs": 1, "size": 1.0}]
+    for data_size, expect in ((224, (224, 224)), ([64, 96], (64, 96))):
+        cfg = {"trainer": {"callbacks": [{"class_path": "callbacks.Stages", "init_args": {"stages": stages}}]}, "data": {"init_args": {"size": data_size}}}
+        (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        assert trained_input_size(ckpt) == expect

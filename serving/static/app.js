@@ -40,7 +40,7 @@ async function start() {
     return;
   }
   $("name").textContent = S.info.name || S.info.task;
-  $("task").textContent = { multilabel: "image tags", segmentation: "segmentation", point: "head centre", text: "review sentiment" }[S.info.task];
+  $("task").textContent = { multilabel: "image tags", segmentation: "segmentation", point: "head centre", text: "review sentiment", classify: "image class" }[S.info.task];
   if (S.info.task === "text") {
     $("text-input").hidden = false;
     $("predict-text").onclick = () => predictText($("text").value);
@@ -138,7 +138,9 @@ function render() {
     return;
   }
   draw();
-  if (t === "multilabel") {
+  if (t === "classify") {
+    box.append(el("div", { className: "label" }, r.label), el("div", {}, `probability ${pct(r.probability)}`), scoreTable(Object.entries(r.probabilities).map(([n, p]) => ({ name: n, p, yes: n === r.label })).sort((a, b) => b.p - a.p)));
+  } else if (t === "multilabel") {
     box.append(el("div", {}, el("strong", {}, "Tags: "), r.predicted.length ? r.predicted.join(", ") : "(none)"));
     box.append(scoreTable(r.tags.map((x) => ({ name: x.tag, p: x.probability, yes: x.predicted, note: `≥ ${x.threshold}` }))));
   } else if (t === "point") {
@@ -205,7 +207,7 @@ function openFix() {
     const chosen = new Set(S.result.predicted);
     ctl.append(el("div", { className: "tags" }, ...S.info.classes.map((n) =>
       el("label", {}, el("input", { type: "checkbox", value: n, checked: chosen.has(n), name: "tag" }), ` ${n}`))));
-  } else if (t === "text") {
+  } else if (t === "text" || t === "classify") {
     help.textContent = "The right label:";
     ctl.append(...S.info.classes.map((n) => el("label", {}, el("input", { type: "radio", name: "label", value: n, checked: n !== S.result.label }), ` ${n}`)));
   } else if (t === "point") {
@@ -283,7 +285,11 @@ async function sendFix() {
     } else {
       const form = new FormData();
       form.append("file", S.file);
-      if (t === "multilabel") {
+      if (t === "classify") {
+        const label = document.querySelector("input[name=label]:checked");
+        if (!label) throw new Error("pick the right label first");
+        form.append("correction", JSON.stringify({ label: label.value }));
+      } else if (t === "multilabel") {
         form.append("correction", JSON.stringify({ tags: [...document.querySelectorAll("input[name=tag]:checked")].map((x) => x.value) }));
       } else if (t === "point") {
         if (!S.point) throw new Error("click the right point on the photo first");
