@@ -156,6 +156,23 @@ def test_predict_path_csv_with_its_text_column(tmp_path):
     assert dm.datasets["predict"].reviews.names == ["row 1", "row 2"] and dm.datasets["predict"].reviews.labels == [-1, -1]
 
 
+def test_imdb_is_a_preset_of_the_generic_reader(tmp_path):
+    from datamodules.imdb import IMDBDataModule
+    from datamodules.imdb_sample import write_imdb_sample
+
+    root = tmp_path / "imdb"
+    write_imdb_sample(root, n=40, n_valid=8, seed=1)
+    generic, imdb = TextDataModule(root=str(root), num_workers=0), IMDBDataModule(root=str(root), num_workers=0)
+    assert generic.classes == imdb.classes == ["negative", "positive"]  # found in texts.csv / given
+    for dm in (generic, imdb):
+        dm.setup("fit")
+    for s in ("train", "valid"):
+        a, b = generic.datasets[s].reviews, imdb.datasets[s].reviews
+        assert (a.names, a.labels, a.texts) == (b.names, b.labels, b.texts) and len(a)
+    assert len(imdb.datasets["valid"]) == 8  # by is_valid, without a split option
+    assert TextDataModule().classes == ["negative", "positive"]  # no root: the built-in IMDB sample
+
+
 # -- bad input: one line naming the file (and row) -----------------------------------------
 def test_bad_csvs_are_one_clear_line(tmp_path):
     path = write_topics_csv(tmp_path / "b")
