@@ -72,15 +72,16 @@ def log_report(report: Report, folder: Path, loggers: list, step: int = 0) -> No
 
 
 def validation_batches(trainer: pl.Trainer, datamodule, max_batches: int | None = None):
-    """The validation loader's batches (at most ``max_batches``, and at most an integer
-    ``limit_val_batches`` of the trainer); one clear line where there is no validation split."""
+    """The validation loader's batches (at most ``max_batches``, and no more than the trainer's
+    ``limit_val_batches`` lets validation see); one clear line where there is no validation split."""
     if datamodule is None or not is_overridden("val_dataloader", datamodule, pl.LightningDataModule):
         raise InterpretError(f"{type(datamodule).__name__}: no validation split (no val_dataloader) to interpret.")
     try:
         loader = datamodule.val_dataloader()
     except DataError as e:
         raise DataError(f"interpret needs a validation split: {e}") from None
-    limit = trainer.limit_val_batches if isinstance(trainer.limit_val_batches, int) else None
+    limit = trainer.limit_val_batches
+    limit = limit if isinstance(limit, int) else int(len(loader) * limit) if limit < 1 else None  # as Lightning's validation
     limits = [n for n in (max_batches, limit) if n is not None]
     stop = min(limits) if limits else None
     for i, batch in enumerate(loader):
@@ -106,15 +107,15 @@ class Interpret(pl.Callback):
     Args:
         enabled: run at the end of fit (``--interpretation.enabled false``: not).
         k: samples in the top-losses / worst-of tables and pictures.
-        max_batches: at most this many validation batches (default: all, or the trainer's integer
-            ``limit_val_batches``).
+        max_batches: at most this many validation batches (default: all, or as many as the
+            trainer's ``limit_val_batches`` lets validation see).
     """
 
     def __init__(self, enabled: bool = True, k: int = 9, max_batches: int | None = None):
         self.enabled, self.k, self.max_batches = enabled, k, max_batches
 
     def on_fit_end(self, trainer, pl_module):
-        if not self.enabled or not trainer.is_global_zero or trainer.limit_val_batches == 0:
+        if not self.enabled or not trainer.is_global_zero or trainer.limit_val_batches == 0 or trainer.datamodule is None:
             return
         try:
             collector_for(pl_module)

@@ -19,7 +19,7 @@ Rows = list[dict[str, Any]]
 PERCENTILES = (50, 75, 90, 95, 99, 100)
 
 
-def _num(x: torch.Tensor | float) -> float | None:
+def number(x: torch.Tensor | float) -> float | None:
     """A plain float, ``None`` for NaN (undefined: no support), rounded for tables."""
     v = float(x)
     return None if math.isnan(v) else round(v, 4)
@@ -97,7 +97,7 @@ def tag_table(decisions: torch.Tensor, targets: torch.Tensor, names: Sequence[st
         if thresholds is not None:
             row["threshold"] = round(float(thresholds[c]), 4)
         row |= {"true": int(t[:, c].sum()), "predicted": int(d[:, c].sum()), "tp": int(tp[c]), "fp": int(fp[c]), "fn": int(fn[c]),
-                "precision": _num(p[c]), "recall": _num(r[c]), f"f{beta:g}": _num(f[c])}
+                "precision": number(p[c]), "recall": number(r[c]), f"f{beta:g}": number(f[c])}
         rows.append(row)
     return rows
 
@@ -108,7 +108,7 @@ def missed_and_added(decisions: torch.Tensor, targets: torch.Tensor, names: Sequ
     d, t = decisions.bool(), targets.bool()
     missed, added, true = (~d & t).sum(0), (d & ~t).sum(0), t.sum(0)
     rows = [
-        {"tag": n, "true": int(true[c]), "missed": int(missed[c]), "missed_share": _num(_ratio(missed[c], true[c])),
+        {"tag": n, "true": int(true[c]), "missed": int(missed[c]), "missed_share": number(_ratio(missed[c], true[c])),
          "added": int(added[c]), "errors": int(missed[c] + added[c])}
         for c, n in enumerate(names)
     ]
@@ -131,7 +131,7 @@ def confused_pairs(matrix: torch.Tensor, rows: Sequence[str], cols: Sequence[str
         n = int(matrix[i, j])
         if (i != j or rows[i] != cols[j]) and n >= min_count:
             total = int(matrix[i].sum())
-            out.append({"truth": rows[i], "predicted": cols[j], "count": n, "share_of_truth": _num(n / total) if total else None})
+            out.append({"truth": rows[i], "predicted": cols[j], "count": n, "share_of_truth": number(n / total) if total else None})
     out.sort(key=lambda r: -r["count"])
     return out[:k] if k is not None else out
 
@@ -157,7 +157,7 @@ def class_table(matrix: torch.Tensor, names: Sequence[str], beta: float = 2.0) -
     tp = matrix.diagonal()
     fp, fn = matrix.sum(0) - tp, matrix.sum(1) - tp
     p, r, f = precision_recall_f(tp, fp, fn, beta)
-    return [{"class": n, "true": int(matrix[c].sum()), "predicted": int(matrix[:, c].sum()), "precision": _num(p[c]), "recall": _num(r[c]), f"f{beta:g}": _num(f[c])}
+    return [{"class": n, "true": int(matrix[c].sum()), "predicted": int(matrix[:, c].sum()), "precision": number(p[c]), "recall": number(r[c]), f"f{beta:g}": number(f[c])}
             for c, n in enumerate(names)]
 
 
@@ -170,7 +170,7 @@ def iou_table(matrix: torch.Tensor, names: Sequence[str], void_index: int | None
     true, pred = matrix.sum(1), matrix.sum(0)
     iou, acc = _ratio(tp, true + pred - tp), _ratio(tp, true)
     total = max(1, int(matrix.sum()))
-    return [{"class": n, "iou": _num(iou[c]), "pixel_acc": _num(acc[c]), "true_share": round(int(true[c]) / total, 4), "predicted_share": round(int(pred[c]) / total, 4)}
+    return [{"class": n, "iou": number(iou[c]), "pixel_acc": number(acc[c]), "true_share": round(int(true[c]) / total, 4), "predicted_share": round(int(pred[c]) / total, 4)}
             for c, n in enumerate(names) if c != void_index and int(true[c] + pred[c])]
 
 
@@ -180,7 +180,7 @@ def segmentation_summary(matrix: torch.Tensor, void_index: int | None = None) ->
     keep = [c for c in range(matrix.shape[0]) if c != void_index]
     m = matrix[keep][:, keep]
     tp, union = m.diagonal(), m.sum(0) + m.sum(1) - m.diagonal()
-    return {"pixel_acc": _num(_ratio(tp.sum(), matrix[keep].sum())), "miou_present": _num((tp[union > 0].double() / union[union > 0]).mean()) if (union > 0).any() else None}
+    return {"pixel_acc": number(_ratio(tp.sum(), matrix[keep].sum())), "miou_present": number((tp[union > 0].double() / union[union > 0]).mean()) if (union > 0).any() else None}
 
 
 def per_image_iou(preds: torch.Tensor, targets: torch.Tensor, n: int, ignore_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,7 +51,7 @@ class SegmentationCollector(Collector):
         kept = [names[c] for c in keep]
         rep = self.new_report()
         loss = cat([r[2] for r in self.rows])
-        rep.summary |= stats.segmentation_summary(m, void) | {"mean_image_iou": stats._num(cat([r[0] for r in self.rows]).mean()), "mean_loss": stats._num(loss.mean())}
+        rep.summary |= stats.segmentation_summary(m, void) | {"mean_image_iou": stats.number(cat([r[0] for r in self.rows]).mean()), "mean_loss": stats.number(loss.mean())}
         rep.add_table("classes", stats.iou_table(m, names, void), "per class: IoU, pixel accuracy (share of its pixels found) and its share of the true and predicted pixels (void, and classes absent from both, left out)")
         sub = m[keep][:, keep]
         rep.add_table("most_confused", stats.confused_pairs(sub, kept, kept, k=20), "pixels of a true class (truth) predicted as another, most frequent first")
@@ -90,7 +90,7 @@ class PointsCollector(Collector):
     def report(self):
         errors = cat(self.errors)
         rep = self.new_report()
-        rep.summary |= {"mean_error_px": stats._num(errors.mean()), "median_error_px": stats._num(errors.median()), "mse": stats._num(cat(self.mse).mean())}
+        rep.summary |= {"mean_error_px": stats.number(errors.mean()), "median_error_px": stats.number(errors.median()), "mse": stats.number(cat(self.mse).mean())}
         pct = stats.percentile_table(errors)
         rep.add_table("percentiles", pct, "the error distribution in pixels of the original images")
         rep.add_table("histogram", stats.histogram(errors), "error counts in 20 equal bins", csv_only=True)

@@ -10,6 +10,7 @@ from . import interpret as stats
 from . import interpret_pictures as pics
 from .interpret_collect import EPS, Collector, cat
 
+
 # -- classification ------------------------------------------------------------------------
 class MultiLabelCollector(Collector):
     """Planet-style tags: probabilities ``(B, C)``, multi-hot targets, the task's decisions."""
@@ -52,8 +53,11 @@ class MultiLabelCollector(Collector):
         for it in self.top.items():
             per_tag = F.binary_cross_entropy(it["probs"].clamp(EPS, 1 - EPS), it["target"], reduction="none")
             w = int(per_tag.argmax())
-            out.append({"image": it["image"], "name": it["name"], "truth": self._tags(it["target"] > 0.5), "prediction": self._tags(self.decide(it["probs"][None])[0]),
-                        "worst_tag": self.task.class_names[w], "worst_tag_true": int(it["target"][w] > 0.5), "probability": round(float(it["probs"][w]), 4), "loss": round(it["score"], 4)})
+            out.append({
+                "image": it["image"], "name": it["name"], "truth": self._tags(it["target"] > 0.5), "prediction": self._tags(self.decide(it["probs"][None])[0]),
+                "worst_tag": self.task.class_names[w], "worst_tag_true": int(it["target"][w] > 0.5), "probability": round(float(it["probs"][w]), 4),
+                "loss": round(it["score"], 4),
+            })
         return out
 
     def report(self):
@@ -63,8 +67,9 @@ class MultiLabelCollector(Collector):
         decisions = self.decide(probs)
         beta = float(getattr(self.task, "beta", 2.0))
         rep = self.new_report()
-        rep.summary |= {"decision": getattr(self.task, "decision", "tuned"), f"f{beta:g}_samples": stats._num(samples_fbeta(decisions, targets, beta, zero_division=float(getattr(self.task, "zero_division", 1.0))).mean()),
-                        "mean_loss": stats._num(F.binary_cross_entropy(probs.clamp(EPS, 1 - EPS), targets))}
+        f2 = samples_fbeta(decisions, targets, beta, zero_division=float(getattr(self.task, "zero_division", 1.0))).mean()
+        loss = F.binary_cross_entropy(probs.clamp(EPS, 1 - EPS), targets)
+        rep.summary |= {"decision": getattr(self.task, "decision", "tuned"), f"f{beta:g}_samples": stats.number(f2), "mean_loss": stats.number(loss)}
         rep.add_table("tags", stats.tag_table(decisions, targets, names, self.thresholds(), beta), f"per tag: counts, precision, recall and F{beta:g} at the decisions in use")
         rep.add_table("missed_added", stats.missed_and_added(decisions, targets, names), "tags most often missed (true, not predicted) and falsely added, most errors first")
         matrix = stats.missed_added_matrix(decisions, targets)
@@ -115,7 +120,7 @@ class SingleLabelCollector(Collector):
         cls, probs, targets = self.task.class_names, cat(self.probs), cat(self.targets).long()
         matrix = stats.confusion_matrix(probs.argmax(-1), targets, len(cls))
         rep = self.new_report()
-        rep.summary |= {"accuracy": stats._num(matrix.diagonal().sum() / max(1, int(matrix.sum()))), "mean_loss": stats._num(F.nll_loss(probs.clamp_min(EPS).log(), targets)) if len(targets) else None}
+        rep.summary |= {"accuracy": stats.number(matrix.diagonal().sum() / max(1, int(matrix.sum()))), "mean_loss": stats.number(F.nll_loss(probs.clamp_min(EPS).log(), targets)) if len(targets) else None}
         rep.add_table("classes", stats.class_table(matrix, cls), "per class: support, precision, recall and F2 of the most probable class")
         rep.add_table("most_confused", stats.confused_pairs(matrix, cls, cls), "(truth, predicted) pairs of the off-diagonal cells, most frequent first")
         rep.add_table("confusion_matrix", [{"truth": c, **{p: int(v) for p, v in zip(cls, row)}} for c, row in zip(cls, matrix.tolist())], "counts: rows the truth, columns the prediction",
