@@ -151,6 +151,22 @@ def test_renamed_train_and_valid_folders(tmp_path):
     assert len(dm.datasets["train"]) == 18 and len(dm.datasets["valid"]) == 9
 
 
+def test_augmentation_on_either_path_and_only_for_training(tmp_path):
+    root = write_folders(tmp_path / "d")
+    cpu = ClassifyDataModule(str(root), size=32, num_workers=0, augment_on="cpu")
+    cpu.setup("fit")
+    assert cpu.batch_augment is None and cpu.datasets["train"].transform.transforms and not cpu.datasets["valid"].transform.transforms
+    dev = ClassifyDataModule(str(root), size=32, num_workers=0, augment_on="gpu", augment="flip")
+    dev.setup("fit")
+    assert not dev.datasets["train"].transform.transforms and dev.batch_augment.max_rotate == 0 and dev.batch_augment.flip_h
+    batch = next(iter(dev.train_dataloader()))
+    out = dev.batch_augment(batch, torch.Generator().manual_seed(0))
+    assert out["image"].shape == batch["image"].shape and torch.equal(out["target"], batch["target"])
+    off = ClassifyDataModule(str(root), size=32, num_workers=0, augment=False, augment_on="gpu")
+    off.setup("fit")
+    assert off.batch_augment is None and not off.datasets["train"].transform.transforms
+
+
 def test_predict_dir_and_default_predict_set(tmp_path):
     root = write_folders(tmp_path / "d")
     photos = tmp_path / "photos"
