@@ -34,6 +34,7 @@ from .files import IMAGE_EXTS, image_file, list_images
 from .images import ImageDataModule
 from .splits import parse_split, split_items
 
+
 @dataclass
 class Items:
     """Labelled images: path, label, name (what splitters see), where listed; top folders or split column."""
