@@ -13,19 +13,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from .base import BaseTask
+from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean over classes of the soft Dice score, void pixels left out; classes absent from
-    both the batch's truth and its predictions count as perfect."""
-    probs = logits.float().softmax(1)
-    keep = (target != ignore_index).unsqueeze(1).to(probs)
-    onehot = F.one_hot(target.clamp(0, probs.shape[1] - 1), probs.shape[1]).permute(0, 3, 1, 2).to(probs)
-    probs, onehot = probs * keep, onehot * keep
-    inter = (probs * onehot).sum((0, 2, 3))
-    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1 - ((2 * inter + eps) / (total + eps)).mean()
 
 
 class SegmentationTask(BaseTask):
@@ -40,6 +29,8 @@ class SegmentationTask(BaseTask):
             Dice weighs every class alike, as mean IoU does.
         tta: validation, test and prediction average the probabilities of the image and of its
             horizontal mirror (flipped back).
+        lovasz_weight: weight of a Lovasz-softmax term (a convex surrogate of 1 - IoU per class,
+            ``tasks/losses.py``) added to the cross-entropy.
     """
 
     def __init__(
@@ -53,10 +44,11 @@ class SegmentationTask(BaseTask):
         pct_start: float = 0.25,
         dice_weight: float = 0.0,
         tta: bool = False,
+        lovasz_weight: float = 0.0,
     ):
         super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
         self.num_classes, self.void_index = num_classes, void_index
-        self.dice_weight, self.tta = dice_weight, tta
+        self.dice_weight, self.tta, self.lovasz_weight = dice_weight, tta, lovasz_weight
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.ignore_index = -100 if void_index is None else void_index
         self.save_hyperparameters(ignore=["net"])
@@ -79,6 +71,8 @@ class SegmentationTask(BaseTask):
         loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
         if self.dice_weight and stage == "train":
             loss = loss + self.dice_weight * soft_dice_loss(logits, y, self.ignore_index)
+        if self.lovasz_weight and stage == "train":
+            loss = loss + self.lovasz_weight * lovasz_softmax(logits, y, self.ignore_index)
         if stage == "train":
             # estimated on every other row and column (a quarter of the pixels): the argmax and the
             # confusion counts over every pixel cost ~5% of a training step; val/test are exact

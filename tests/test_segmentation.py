@@ -110,3 +110,22 @@ def test_tta_maps_the_mirrored_prediction_back():
     a = SegmentationTask(Symmetric(), num_classes=2).infer(x)
     b = SegmentationTask(Symmetric(), num_classes=2, tta=True).infer(x)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_lovasz_softmax_is_one_minus_iou_on_hard_predictions():
+    import torch
+
+    from tasks.losses import lovasz_softmax
+
+    target = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 2]]])  # 1 x 2 x 4; class 2 is void below
+    pred = torch.tensor([[[0, 1, 1, 1], [0, 0, 1, 1]]])
+    logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 50
+    # class 0: truth {4 px}, pred {3 px} -> IoU 3/4; class 1: truth 3 px, pred 5 px incl. the void pixel
+    # (left out) -> 4 predicted non-void, IoU 3/4; mean 1 - IoU = 0.25
+    assert abs(float(lovasz_softmax(logits, target, ignore_index=2)) - 0.25) < 1e-4
+    assert float(lovasz_softmax(logits, pred)) < 1e-4  # perfect
+    wrong = torch.nn.functional.one_hot(1 - target.clamp(max=1), 3).permute(0, 3, 1, 2).float() * 50
+    assert float(lovasz_softmax(wrong, target, ignore_index=2)) > 0.99
+    logits.requires_grad_(True)
+    lovasz_softmax(logits / 50, target, ignore_index=2).backward()
+    assert logits.grad.abs().sum() > 0
