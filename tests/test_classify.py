@@ -326,12 +326,16 @@ def test_csv_layout_trains_with_label_smoothing(run_cli, tmp_path):
     assert len(cli.datamodule.datasets["valid"]) == 3 and json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
 
 
-def test_label_smoothing_changes_the_loss():
-    logits = torch.tensor([[4.0, 0.0, 0.0]])
-    task = ClassificationTask(torch.nn.Identity(), num_classes=3, label_smoothing=0.1)
-    plain = torch.nn.functional.cross_entropy(logits, torch.tensor([0]))
-    smooth = torch.nn.functional.cross_entropy(logits, torch.tensor([0]), label_smoothing=task.label_smoothing)
-    assert smooth > plain
+def test_label_smoothing_is_in_the_loss():
+    F = torch.nn.functional
+    logits, target = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0]]), torch.tensor([0, 2])
+    batch = {"image": logits, "target": target}  # an identity "network": the images are the logits
+    plain = ClassificationTask(torch.nn.Identity(), num_classes=3).loss_on(batch)
+    smooth = ClassificationTask(torch.nn.Identity(), num_classes=3, label_smoothing=0.1).loss_on(batch)
+    assert plain.item() == pytest.approx(F.cross_entropy(logits, target).item())
+    assert smooth.item() == pytest.approx(F.cross_entropy(logits, target, label_smoothing=0.1).item()) and abs(smooth - plain) > 0.05
+    with pytest.raises(ValueError, match="label_smoothing 1"):
+        ClassificationTask(torch.nn.Identity(), num_classes=3, label_smoothing=1)
 
 
 # -- the built-in sample and its overlay -----------------------------------------------------
