@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks.tta import HFLIP, group_for, mean_maps, mean_points, mean_scores
+
 from .batching import MicroBatcher
 from .bundle import Bundle
 from .images import DECODE_SLOTS, DEFAULT_MAX_PIXELS, DecodeSlots, InputError, class_counts, mask_ids, open_image, png_bytes, to_rgb
@@ -57,15 +59,18 @@ class Predictor:
         max_pixels: largest uploaded image (and mask), in pixels.
         decode_slots: how many requests may decode an image or build a full-size answer at once
             (memory: ``images.py``).
+        tta: test-time augmentation, as the tasks' ``tta`` (``tasks/tta.py``): Planet's tag
+            probabilities averaged over the image's symmetries (8 passes), BIWI's point and
+            CamVid's class probabilities over the image and its mirror (2 passes).
     """
 
-    def __init__(self, bundle: Bundle, max_pixels: int = DEFAULT_MAX_PIXELS, decode_slots: int = DECODE_SLOTS):
-        self.bundle, self.max_pixels = bundle, max_pixels
+    def __init__(self, bundle: Bundle, max_pixels: int = DEFAULT_MAX_PIXELS, decode_slots: int = DECODE_SLOTS, tta: bool = False):
+        self.bundle, self.max_pixels, self.tta = bundle, max_pixels, tta
         self.slots = DecodeSlots(decode_slots)
         self.meta = bundle.meta
         self.device = next(bundle.net.parameters()).device
         self._lock = threading.Lock()
-        self.images = MicroBatcher(self._run, max_batch=16)  # inputs of one size: batchable
+        self.images = MicroBatcher(self._run_tta if tta else self._run, max_batch=16)  # inputs of one size: batchable
 
     # -- inputs -------------------------------------------------------------------
     def decode(self, upload: bytes | BinaryIO, what: str = "file") -> Decoded:
@@ -106,6 +111,18 @@ class Predictor:
     def _run(self, *args) -> torch.Tensor:
         with self._lock, torch.inference_mode():
             return self.bundle.net(*args).float()
+
+    def _run_tta(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output averaged over flips, in the form ``answer`` reads: Planet's as
+        logits of the mean probabilities, CamVid's as log mean probabilities, BIWI's as the point."""
+        task = self.meta["task"]
+        with self._lock, torch.inference_mode():
+            net = self.bundle.net
+            if task == "multilabel":
+                return torch.logit(mean_scores(lambda v: torch.sigmoid(net(v).float()), x, group_for(*x.shape[-2:])), eps=1e-7)
+            if task == "point":
+                return mean_points(lambda v: net(v).float(), x, HFLIP)
+            return mean_maps(lambda v: net(v).float().softmax(1), x, HFLIP).clamp_min(1e-8).log()
 
     # -- answers --------------------------------------------------------------------
     def predict_image(self, upload: bytes | BinaryIO) -> dict:

@@ -67,10 +67,25 @@ def test_decision_matches_brute_force_over_all_subsets(seed):
     # a mix of confident and doubtful tags, as a trained model gives
     probs = torch.rand(n, generator=g) ** torch.tensor(3.0) if seed % 2 else torch.rand(n, generator=g)
     best, winners = brute_best(probs)
-    full = expected_f2_decision(probs, low=0.0, high=1.0)  # every subset searched
+    full = expected_f2_decision(probs, search="subsets", low=0.0, high=1.0)  # every subset searched
     assert tuple(full.tolist()) in winners
-    banded = expected_f2_decision(probs)  # the default band: confident tags fixed
+    banded = expected_f2_decision(probs, search="subsets")  # the default band: confident tags fixed
     assert expected_fbeta(probs, banded).item() == pytest.approx(best, abs=1e-9)
+    ranked = expected_f2_decision(probs)  # only the k likeliest tags, k = 0..n
+    assert tuple(ranked.tolist()) in winners
+
+
+def test_ranked_search_is_exact_beyond_the_enumeration_cap():
+    """17 doubtful tags: the capped enumeration fixes 5 of them and can lose; the ranked search
+    matches the enumeration of all 2^17 sets (exact expectations, no brute force over outcomes)."""
+    g = torch.Generator().manual_seed(4)
+    probs = torch.rand(6, 17, generator=g) * 0.9 + 0.05
+    ranked = expected_f2_decision(probs)
+    capped = expected_f2_decision(probs, search="subsets")
+    every = expected_f2_decision(probs, search="subsets", low=0.0, high=1.0, max_uncertain=17)
+    for p, r, c, e in zip(probs, ranked, capped, every):
+        er, ec, ee = (expected_fbeta(p, d).item() for d in (r, c, e))
+        assert er == pytest.approx(ee, abs=1e-12) and er >= ec - 1e-12
 
 
 def test_decision_beats_thresholds_in_expectation_and_needs_context():
@@ -78,7 +93,7 @@ def test_decision_beats_thresholds_in_expectation_and_needs_context():
     # same probability is decided differently with different company (no threshold can do that)
     alone = torch.tensor([0.99, 0.3, 0.02, 0.02])
     crowd = torch.tensor([0.99, 0.3, 0.6, 0.6])
-    a, c = expected_f2_decision(alone), expected_f2_decision(crowd)
+    a, c = expected_f2_decision(alone, search="subsets"), expected_f2_decision(crowd, search="subsets")
     for probs, got in ((alone, a), (crowd, c)):
         best, winners = brute_best(probs)
         assert tuple(got.tolist()) in winners
@@ -99,6 +114,7 @@ def test_batch_and_cap():
     batch = expected_f2_decision(probs)
     assert batch.shape == (5, 17) and batch.dtype == torch.bool
     assert all(torch.equal(batch[i], expected_f2_decision(probs[i])) for i in range(5))
+    assert expected_f2_decision(probs[:0]).shape == (0, 17)
     sets = candidate_sets(probs[0], max_uncertain=4)
     assert sets.shape == (16, 17) and len({tuple(r.tolist()) for r in sets}) == 16
     # beyond the cap the most confident band tags are fixed: the likeliest in, the unlikeliest out
@@ -108,3 +124,5 @@ def test_batch_and_cap():
     assert sets[:, order[-1]].all() and not sets[:, order[0]].any()
     with pytest.raises(ValueError, match="low < high"):
         expected_f2_decision(probs, low=0.5, high=0.5)
+    with pytest.raises(ValueError, match="search 'all'"):
+        expected_f2_decision(probs, search="all")

@@ -47,6 +47,11 @@ class MaskEcho(nn.Module):
         return F.one_hot(x[:, 0].long(), self.classes).permute(0, 3, 1, 2).float() * 10
 
 
+class AsFloat(nn.Module):
+    def forward(self, x):
+        return x.float() / 255
+
+
 # -- the flips --------------------------------------------------------------------
 
 
@@ -185,3 +190,36 @@ def test_planet_cli_fit_and_predict_with_tta_and_expected_f2(run_cli, tmp_path):
     assert cli.model.tta and cli.model.decision == "expected_f2"
     rows = (pred_run / "submission.csv").read_text().splitlines()
     assert rows[0] == "image_name,tags" and len(rows) == 1 + 3  # the validation images (20% of 16)
+
+
+# -- serving --------------------------------------------------------------------------
+
+
+def fake_bundle(task: str, net: nn.Module, size: tuple[int, int], classes: list[str]):
+    from types import SimpleNamespace
+
+    net.register_parameter("unused", nn.Parameter(torch.zeros(1)))  # the device is read from a parameter
+    meta = {"task": task, "input": {"size": list(size)}, "classes": classes, "thresholds": [0.5] * len(classes)}
+    return SimpleNamespace(meta=meta, net=net.eval(), palette=None)
+
+
+def test_serving_tta_gives_the_point_back_and_averages_tags():
+    import numpy as np
+
+    from serving.predict import Decoded, Predictor
+
+    h, w = 12, 16
+    small = np.zeros((h, w, 3), np.uint8)
+    small[3, 11] = 255
+    decoded = Decoded(small, (480, 640), b"", ".png")
+    for tta in (False, True):
+        out = Predictor(fake_bundle("point", DotFinder(), (h, w), ["x", "y"]), tta=tta).answer(decoded)
+        assert (out["x"], out["y"]) == (pytest.approx(459.5), pytest.approx(139.5))
+    torch.manual_seed(3)
+    net = nn.Sequential(AsFloat(), nn.Flatten(), nn.Linear(3 * 8 * 8, 3))  # the project's nets take uint8
+    img = (torch.rand(8, 8, 3) * 255).to(torch.uint8).numpy()
+    got = Predictor(fake_bundle("multilabel", net, (8, 8), ["a", "b", "c"]), tta=True).answer(Decoded(img, (8, 8), b"", ".png"))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        want = torch.stack([torch.sigmoid(net(g.image(x))) for g in dihedral()]).mean(0)[0]
+    assert {r["tag"]: r["probability"] for r in got["tags"]} == {n: pytest.approx(float(p), abs=1e-4) for n, p in zip("abc", want)}
