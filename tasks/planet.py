@@ -122,7 +122,7 @@ class PlanetTask(BaseTask):
         if stage == "test":
             self.test_tuned.update(probs >= self.thresholds, y)
             self.log(f"test/{self.score_name}_tuned", self.test_tuned, on_step=False, on_epoch=True, batch_size=x.shape[0])
-            self.test_expected.update(self.decide(probs, "expected_f2"), y)
+            self.test_expected.update(self.decide(probs, "expected_f2").to(y.device), y)
             self.log(f"test/{self.score_name}_expected", self.test_expected, on_step=False, on_epoch=True, batch_size=x.shape[0])
         if keep_example:
             self.example = {"image": x[:8].cpu(), "target": y[:8].cpu(), "probs": probs[:8].cpu()}

@@ -223,3 +223,31 @@ def test_serving_tta_gives_the_point_back_and_averages_tags():
     with torch.no_grad():
         want = torch.stack([torch.sigmoid(net(g.image(x))) for g in dihedral()]).mean(0)[0]
     assert {r["tag"]: r["probability"] for r in got["tags"]} == {n: pytest.approx(float(p), abs=1e-4) for n, p in zip("abc", want)}
+
+
+@pytest.mark.slow
+def test_tta_decision_benchmark_runs(tmp_path):
+    """benchmarks/tta_decision.py end to end on tiny Planet and BIWI folders (2 folds, 1 epoch)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from datamodules.biwi_sample import write_biwi_sample
+    from test_planet import write_planet
+
+    planet = write_planet(tmp_path / "planet", n=12, size=32)
+    biwi = tmp_path / "biwi"
+    write_biwi_sample(biwi, persons=["01"], frames=4)
+    out = tmp_path / "r.json"
+    env = {k: v for k, v in os.environ.items() if k != "LESSON3_RUN_DIR"}
+    cmd = [sys.executable, "benchmarks/tta_decision.py", "--planet", str(planet), "--biwi", str(biwi), "--folds", "2", "--epochs", "1",
+           "--biwi_epochs", "1", "--size", "32", "--batch_size", "4", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert sorted((x["fold"], x["tta"]) for x in r["planet"]) == [(0, False), (0, True), (1, False), (1, True)]
+    assert sum(x["images"] for x in r["planet"] if x["tta"]) == 12  # every image scored once
+    assert all(0 <= x[rule] <= 1 for x in r["planet"] for rule in ("f2@0.2", "tuned", "expected_f2"))
+    assert r["summary"]["biwi_frames"] == 4 and len(r["biwi"]) == 4
+    assert (tmp_path / "r.md").read_text().startswith("# Test-time augmentation")
