@@ -33,6 +33,11 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return path
 
 
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
 def semicolon_layout(root: Path, n: int = 10) -> Path:
     """``annotations.csv`` (id;labels in one cell, an extra column) + ``images/<id>_rgb.png``."""
     rng = np.random.default_rng(0)
@@ -74,7 +79,7 @@ def test_other_columns_a_delimiter_and_a_suffix(tmp_path):
     assert dm.classes == ["sand", "sea", "sky", "tree"] and dm.num_classes == 4  # inferred, sorted
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 8 and len(dm.datasets["valid"]) == 2 and dm.datasets["test"].paths == dm.datasets["valid"].paths
-    rows = {f"{r[0]}_rgb.png": sorted(r[1].split(";")) for r in list(csv.reader(open(root / "annotations.csv")))[1:]}
+    rows = {f"{r[0]}_rgb.png": sorted(r[1].split(";")) for r in read_csv(root / "annotations.csv")[1:]}
     for stage in ("train", "valid"):
         assert all(sorted(tags) == rows[name] for name, tags in items(dm, stage).items())
     batch = next(iter(dm.train_dataloader()))
@@ -277,6 +282,6 @@ def test_one_epoch_and_predict_through_the_cli(run_cli, tmp_path):
         image(pred_dir / f"n{i}.jpg", rng)
     _, pred_run = run_cli(["predict", "--task", "multilabel", *common, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"),
                            "--data.init_args.predict_dir", str(pred_dir)])
-    rows = list(csv.reader(open(pred_run / "submission.csv")))
+    rows = read_csv(pred_run / "submission.csv")
     assert rows[0] == ["image_name", "tags"] and sorted(r[0] for r in rows[1:]) == [f"n{i}" for i in range(5)]
     assert all(set(r[1].split()) <= {"sand", "sea", "sky", "tree"} for r in rows[1:])
