@@ -145,7 +145,9 @@ def test_builtin_sample_is_biwi_in_the_csv_layout(tmp_path):
     assert {n.split("/")[0] for _, n, _ in dm.datasets["valid"].items} == {"13"}
     biwi = BiwiDataModule(num_workers=0)  # the built-in BIWI sample: the same frames and centres
     biwi.setup("fit")
-    assert [(n, p) for _, n, p in dm.datasets["valid"].items] == pytest.approx([(n, p) for _, n, p in biwi.datasets["valid"].items], abs=0.01)
+    ours, theirs = dm.datasets["valid"].items, biwi.datasets["valid"].items
+    assert [n for _, n, _ in ours] == [n for _, n, _ in theirs]
+    assert np.abs(np.array([p for _, _, p in ours]) - np.array([p for _, _, p in theirs])).max() <= 0.005  # the CSV's 2 decimals
     assert len(dm.datasets["train"]) == len(biwi.datasets["train"]) == 280
 
 
