@@ -71,7 +71,7 @@ def test_segnet_layout_links_twelve_classes(run_cli, tmp_path):
 def test_validate_test_predict_from_checkpoint(run_cli, tmp_path):
     data = write_fastai(tmp_path / "camvid", n=6, hw=(40, 60))
     common = ["--data.init_args.root", str(data), "--data.init_args.size", "[32,64]", "--data.init_args.batch_size", "2"]
-    # two epochs: the recipe's two stages compressed to one each, ending at --data.size as validate runs
+    # two epochs: the recipe's stage scaled to 2 epochs at --data.size, as validate runs
     _, run = run_cli(["--task", "camvid", "--trainer.max_epochs", "2", *common])
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and (run / "config.yaml").is_file()
