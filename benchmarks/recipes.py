@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import yaml  # noqa: E402
 
-METRICS = {"camvid": ["val/acc", "val/miou"], "planet": ["val/f2"], "biwi": ["val/px_error"], "imdb": ["val/acc"]}
+METRICS = {"camvid": ["val/acc", "val/miou"], "planet": ["val/f2"], "biwi": ["val/px_error"], "points": ["val/px_error"], "imdb": ["val/acc"]}
 PLAIN_LR = {"imdb": 1e-4}  # the usual fine-tuning LR of a transformer; 3e-3 for the CNNs (the lesson's)
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--pictures.show_batch", "false", "--pictures.show_results", "false"]
 
