@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,6 +125,8 @@ class Interpret(pl.Callback):
         on = pl_module.device
         try:
             run(trainer, pl_module, trainer.datamodule, Path(trainer.default_root_dir) / FOLDER, self.k, self.max_batches, f"the end of fit (epoch {trainer.current_epoch})")
+        except Exception as e:  # noqa: BLE001 - the run itself is complete: its checkpoints and metrics.json still come
+            print(f"Interpretation failed (the run is complete; try python train.py interpret): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         finally:
             pl_module.to(on)
 
