@@ -197,9 +197,10 @@ class Stages(pl.Callback):
         trainer.fit_loop.epoch_loop.val_loop._combined_loader = None
 
     def on_fit_start(self, trainer, pl_module):
-        if trainer.max_epochs is None or trainer.max_epochs < 0:
+        if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
+            # (Lightning's unset max_epochs reads 1000: a longer budget is written in the stages, not stretched)
             trainer.fit_loop.max_epochs = self.total_epochs
-        elif len(self.stages) <= trainer.max_epochs != self.total_epochs:  # the whole recipe, compressed or stretched
+        elif len(self.stages) <= trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
             # (fewer epochs than stages: the configured stages run in order until max_epochs stops them)
             lengths = scale_epochs([s.epochs for s in self.stages], trainer.max_epochs)
             self.stages = [replace(s, epochs=n) for s, n in zip(self.stages, lengths) if n > 0]
