@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="largest request body (413 above)")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="largest uploaded image or mask in pixels (413 above, checked before decoding)")
     p.add_argument("--decode-slots", type=int, default=2, help="requests decoding an image at once (memory: about slots x 8 bytes x max-pixels)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's answer over its flips (Planet 8 passes, CamVid and BIWI 2)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average each image's answer over its flips (Planet 8 passes, others 2); default: as the bundle (its model's tta option)")
     args = p.parse_args(argv)
     if args.decode_slots < 1 or args.max_pixels < 1 or args.max_bytes < 1:
         p.error("--decode-slots, --max-pixels and --max-bytes must be at least 1")

@@ -14,6 +14,8 @@ without and with TTA (the 8 symmetries). Each fold is then scored by
 * ``tuned``: per-tag thresholds tuned (``tasks.fbeta.tune_thresholds``) on the *other* folds'
   out-of-fold probabilities (each predicted by a model that never saw it; images of the scored
   fold left out), never on the fold scored;
+* ``auto``: ``PlanetTask``'s default (``use_tuned: auto``): those tuned thresholds where their
+  two-fold estimate on the same pool beats 0.2 there, else 0.2;
 * ``expected_f2``: each image's set of highest expected F2 (``tasks.decide``; nothing tuned).
 
 **BIWI.** The 10 frames are one person's consecutive frames, so folds of 2 frames are put in a
@@ -48,7 +50,7 @@ import torch  # noqa: E402
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--pictures.show_batch", "false", "--pictures.show_results", "false", "--interpretation.enabled", "false"]
-RULES = ("f2@0.2", "tuned", "expected_f2")
+RULES = ("f2@0.2", "tuned", "auto", "expected_f2")
 
 
 def fit(task: str, root: Path, extra: list[str], work: Path, epochs: int):
@@ -107,7 +109,7 @@ def planet_fold(args, k: int, valid: list[str], work: Path) -> dict:
 def planet_scores(folds: list[dict], tta: bool) -> list[dict]:
     """Each fold's score under the three rules, thresholds tuned on the other folds' predictions."""
     from tasks.decide import expected_f2_decision
-    from tasks.fbeta import samples_fbeta, tune_thresholds
+    from tasks.fbeta import TunedFBeta, samples_fbeta
 
     rows = []
     for f in folds:
@@ -121,10 +123,14 @@ def planet_scores(folds: list[dict], tta: bool) -> list[dict]:
             keep = torch.tensor([n not in scored for n in other["names"]])
             pool_p.append(other["out"][keep])
             pool_t.append(other["target"][keep])
-        thr = tune_thresholds(torch.cat(pool_p), torch.cat(pool_t), beta=2.0, start=0.2)
+        tuner = TunedFBeta(beta=2.0, start=0.2)  # tune_thresholds on the pool, and its two-fold estimate
+        tuner.update(torch.cat(pool_p), torch.cat(pool_t))
+        tuner.compute()
+        use = bool(tuner.cv_score > tuner.fixed_score)
         p, t = run["out"], run["target"]
-        decisions = {"f2@0.2": p >= 0.2, "tuned": p >= thr, "expected_f2": expected_f2_decision(p)}
-        rows.append({"fold": f["fold"], "tta": tta, "images": len(p), "infer_s": run["seconds"],
+        decisions = {"f2@0.2": p >= 0.2, "tuned": p >= tuner.thresholds, "auto": p >= (tuner.thresholds if use else 0.2),
+                     "expected_f2": expected_f2_decision(p)}
+        rows.append({"fold": f["fold"], "tta": tta, "images": len(p), "infer_s": run["seconds"], "auto_used_tuned": use,
                      **{r: float(samples_fbeta(d, t).mean()) for r, d in decisions.items()}})
     return rows
 
@@ -203,7 +209,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {v['mean']:.4f} | {v['sd']:.4f} | " + (f"{d['mean']:+.4f} ({d['sd']:.4f})" if d else "") + " |")
         lines += ["", "TTA gain per rule (with minus without, mean over folds, sd): "
                   + ", ".join(f"{k} {v['mean']:+.4f} ({v['sd']:.4f})" for k, v in s["planet_tta_gain"].items()),
-                  f"Inference, ms per image on this CPU: plain {s['planet_ms_per_image']['plain']:.1f}, TTA {s['planet_ms_per_image']['tta']:.1f}.", ""]
+                  f"`auto` used the tuned thresholds in {sum(r['auto_used_tuned'] for r in result['planet'])} of {len(result['planet'])} (fold, TTA) cases.",
+                  f"Inference, ms per image on this CPU (loading included): plain {s['planet_ms_per_image']['plain']:.1f}, TTA {s['planet_ms_per_image']['tta']:.1f}.", ""]
     if "biwi_px_error" in s:
         b = s["biwi_px_error"]
         lines += ["## BIWI head centre, pixel error (640x480 frames)", "",

@@ -152,7 +152,7 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     decode_slots: int = DECODE_SLOTS,
-    tta: bool = False,
+    tta: bool | None = None,
 ) -> FastAPI:
     """The app serving one bundle.
 
@@ -163,7 +163,8 @@ def create_app(
         max_pixels: largest uploaded image (or mask) in pixels (413 above, checked before decoding).
         decode_slots: requests decoding an image (or building a full-size mask) at once; memory
             is about ``decode_slots`` x (8 bytes x ``max_pixels`` + ``max_bytes``) over idle.
-        tta: average each answer over flipped copies of the image (``Predictor``'s ``tta``).
+        tta: average each answer over flipped copies of the image (``Predictor``'s ``tta``;
+            None: as the bundle says).
     """
     bundle = load_bundle(bundle_path)
     predictor = Predictor(bundle, max_pixels=max_pixels, decode_slots=decode_slots, tta=tta)

@@ -147,6 +147,7 @@ def export_bundle(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source_checkpoint": source,
         "versions": {"torch": torch.__version__},
+        "tta": bool(getattr(model, "tta", False)),  # the model's test-time augmentation (serving/predict.py)
     }
     if kind == "text":
         meta["input"] = {"kind": "text", "max_length": int(input_size if isinstance(input_size, int) else input_size[0]), "tokenizer": BACKBONE}

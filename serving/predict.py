@@ -60,17 +60,19 @@ class Predictor:
         decode_slots: how many requests may decode an image or build a full-size answer at once
             (memory: ``images.py``).
         tta: test-time augmentation, as the tasks' ``tta`` (``tasks/tta.py``): Planet's tag
-            probabilities averaged over the image's symmetries (8 passes), BIWI's point and
-            CamVid's class probabilities over the image and its mirror (2 passes).
+            probabilities averaged over the image's symmetries (8 passes), BIWI's point, CamVid's
+            and a classifier's class probabilities over the image and its mirror (2 passes);
+            None: as the bundle's ``tta`` (the exported model's option).
     """
 
-    def __init__(self, bundle: Bundle, max_pixels: int = DEFAULT_MAX_PIXELS, decode_slots: int = DECODE_SLOTS, tta: bool = False):
-        self.bundle, self.max_pixels, self.tta = bundle, max_pixels, tta
+    def __init__(self, bundle: Bundle, max_pixels: int = DEFAULT_MAX_PIXELS, decode_slots: int = DECODE_SLOTS, tta: bool | None = None):
+        self.bundle, self.max_pixels = bundle, max_pixels
+        self.tta = bool(bundle.meta.get("tta", False)) if tta is None else tta
         self.slots = DecodeSlots(decode_slots)
         self.meta = bundle.meta
         self.device = next(bundle.net.parameters()).device
         self._lock = threading.Lock()
-        self.images = MicroBatcher(self._run_tta if tta else self._run, max_batch=16)  # inputs of one size: batchable
+        self.images = MicroBatcher(self._run_tta if self.tta else self._run, max_batch=16)  # inputs of one size: batchable
 
     # -- inputs -------------------------------------------------------------------
     def decode(self, upload: bytes | BinaryIO, what: str = "file") -> Decoded:
@@ -114,7 +116,8 @@ class Predictor:
 
     def _run_tta(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output averaged over flips, in the form ``answer`` reads: Planet's as
-        logits of the mean probabilities, CamVid's as log mean probabilities, BIWI's as the point."""
+        logits of the mean probabilities, CamVid's and a classifier's as log mean probabilities,
+        BIWI's as the point."""
         task = self.meta["task"]
         with self._lock, torch.inference_mode():
             net = self.bundle.net
@@ -122,6 +125,8 @@ class Predictor:
                 return torch.logit(mean_scores(lambda v: torch.sigmoid(net(v).float()), x, group_for(*x.shape[-2:])), eps=1e-7)
             if task == "point":
                 return mean_points(lambda v: net(v).float(), x, HFLIP)
+            if task == "classify":
+                return mean_scores(lambda v: net(v).float().softmax(-1), x, HFLIP).clamp_min(1e-8).log()
             return mean_maps(lambda v: net(v).float().softmax(1), x, HFLIP).clamp_min(1e-8).log()
 
     # -- answers --------------------------------------------------------------------

@@ -18,7 +18,7 @@ from .base import BaseTask
 from .decide import expected_f2_decision
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
 from .pictures import grid, to_hwc
-from .tta import group_for, mean_scores
+from .tta import active, group_for, mean_scores
 
 DECISIONS = ("threshold", "tuned", "expected_f2")
 
@@ -56,6 +56,8 @@ class PlanetTask(BaseTask):
             :func:`tasks.decide.expected_f2_decision`).
         tta: validation, test and prediction average the tag probabilities over the 8 symmetries of
             a square image (the 4 flips of a rectangle); 8 (4) forward passes per image.
+        tta_fit: with ``tta``, fit's per-epoch validation averages too; false keeps the epochs at
+            their plain cost (``validate``, ``test``, ``predict`` and an exported bundle still use TTA).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class PlanetTask(BaseTask):
         zero_division: float = 1.0,
         decision: Literal["threshold", "tuned", "expected_f2"] = "tuned",
         tta: bool = False,
+        tta_fit: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         pct_start: float = 0.25,
@@ -83,7 +86,7 @@ class PlanetTask(BaseTask):
         self.use_tuned, self.zero_division = use_tuned, zero_division
         if decision not in DECISIONS:
             raise ValueError(f"decision '{decision}': choose {', '.join(DECISIONS)}.")
-        self.decision, self.tta = decision, tta
+        self.decision, self.tta, self.tta_fit = decision, tta, tta_fit
         self.score_name = f"f{beta:g}"
         self.register_buffer("thresholds", torch.full((num_classes,), float(threshold)))
         self.baseline: tuple[list[int], float] | None = None
@@ -100,20 +103,20 @@ class PlanetTask(BaseTask):
             self.score_name: SamplesFBeta(self.beta, threshold=self.threshold, zero_division=self.zero_division),
         })
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Tag probabilities ``(B, C)``; with ``tta``, averaged over the image's symmetries."""
-        if not self.tta:
+    def infer(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
+        """Tag probabilities ``(B, C)``; with ``tta`` (default: the task's), averaged over the image's symmetries."""
+        if not (self.tta if tta is None else tta):
             return torch.sigmoid(self(x).float())
         return mean_scores(lambda v: torch.sigmoid(self(v).float()), x, group_for(*x.shape[-2:]))
 
     def _shared_step(self, batch, stage, keep_example=False):
         x, y = batch["image"], batch["target"]
-        if stage == "train" or not self.tta:
+        if not active(self, stage):
             logits = self(x)
             loss = F.binary_cross_entropy_with_logits(logits.float(), y.float())
             probs = torch.sigmoid(logits.detach().float())
         else:  # the loss of the averaged probabilities
-            probs = self.infer(x)
+            probs = self.infer(x, tta=True)
             loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), y.float())
         self.stage_metrics(stage).update(probs, y.int())
         self.log_stage(stage, loss, x.shape[0])

@@ -14,7 +14,7 @@ from torchmetrics.regression import MeanSquaredError
 
 from .base import BaseTask
 from .pictures import grid, to_hwc
-from .tta import HFLIP, mean_points
+from .tta import HFLIP, active, mean_points
 
 TRUE, PRED = "lime", "red"
 
@@ -55,6 +55,8 @@ class PointRegressionTask(BaseTask):
             image centre (timm initialises a 2-output head to outputs of about +-10).
         tta: validation, test and prediction average the point found in the image and the one found
             in its mirror image, mirrored back (``x -> -x`` in the [-1, 1] convention).
+        tta_fit: with ``tta``, fit's per-epoch validation averages too; false: only ``validate``,
+            ``test``, ``predict`` and an exported bundle.
     """
 
     def __init__(
@@ -63,12 +65,13 @@ class PointRegressionTask(BaseTask):
         predict_pictures: bool = False,
         zero_head: bool = True,
         tta: bool = False,
+        tta_fit: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         pct_start: float = 0.25,
     ):
         super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
-        self.predict_pictures, self.tta = predict_pictures, tta
+        self.predict_pictures, self.tta, self.tta_fit = predict_pictures, tta, tta_fit
         if zero_head:
             last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]
             if not last:
@@ -89,13 +92,13 @@ class PointRegressionTask(BaseTask):
             raise ValueError(f"the network returns shape {tuple(out.shape)}; point regression needs (batch, 2): set num_classes: 2 on the net.")
         return out
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Points ``(B, 2)`` in [-1, 1]; with ``tta``, the mean of the image's and its mirror's."""
-        return mean_points(self, x, HFLIP) if self.tta else self(x)
+    def infer(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
+        """Points ``(B, 2)`` in [-1, 1]; with ``tta`` (default: the task's), the mean of the image's and its mirror's."""
+        return mean_points(self, x, HFLIP) if (self.tta if tta is None else tta) else self(x)
 
     def _shared_step(self, batch, stage, keep_example=False):
         x, y = batch["image"], batch["target"]
-        pred = self(x) if stage == "train" else self.infer(x)
+        pred = self.infer(x, tta=active(self, stage))
         loss = F.mse_loss(pred.float(), y)
         self.stage_metrics(stage).update(pred.detach().float(), y, orig_size=batch["orig_size"])
         self.log_stage(stage, loss, x.shape[0])

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Flip", "IDENTITY", "HFLIP", "dihedral", "flips", "group_for", "mean_scores", "mean_maps", "mean_points"]
+__all__ = ["Flip", "IDENTITY", "HFLIP", "active", "dihedral", "flips", "group_for", "mean_scores", "mean_maps", "mean_points"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,16 @@ def flips() -> tuple[Flip, ...]:
 def group_for(height: int, width: int) -> tuple[Flip, ...]:
     """Planet's symmetries for an image of this size: :func:`dihedral` if square, else :func:`flips`."""
     return dihedral() if height == width else flips()
+
+
+def active(task, stage: str) -> bool:
+    """Whether a task's ``stage`` step averages over flips: never in training; with ``task.tta``
+    in validation and test, except for fit's per-epoch validation when ``task.tta_fit`` is false."""
+    if stage == "train" or not getattr(task, "tta", False):
+        return False
+    trainer = getattr(task, "_trainer", None)
+    fitting = trainer is not None and getattr(trainer.state.fn, "value", trainer.state.fn) == "fit"
+    return bool(getattr(task, "tta_fit", True)) or not fitting
 
 
 def _check(x: torch.Tensor, group: tuple[Flip, ...]) -> None:

@@ -251,3 +251,31 @@ def test_tta_decision_benchmark_runs(tmp_path):
     assert all(0 <= x[rule] <= 1 for x in r["planet"] for rule in ("f2@0.2", "tuned", "expected_f2"))
     assert r["summary"]["biwi_frames"] == 4 and len(r["biwi"]) == 4
     assert (tmp_path / "r.md").read_text().startswith("# Test-time augmentation")
+
+
+def test_tta_fit_false_keeps_fit_validation_plain():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    from tasks.tta import active
+
+    task = PointRegressionTask(DotFinder(), zero_head=False, tta=True, tta_fit=False)
+    assert not active(task, "train") and active(task, "val") and active(task, "test")  # no trainer: validate-like
+    for fn, want in ((TrainerFn.FITTING, False), (TrainerFn.VALIDATING, True), (TrainerFn.TESTING, True)):
+        task._trainer = SimpleNamespace(state=SimpleNamespace(fn=fn))
+        assert active(task, "val") is want, fn
+    task.tta_fit = True
+    task._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
+    assert active(task, "val") and not active(task, "train")
+    task.tta = False
+    assert not active(task, "val")
+
+
+def test_serving_tta_follows_the_bundle():
+    from serving.predict import Predictor
+
+    bundle = fake_bundle("point", DotFinder(), (8, 8), ["x", "y"])
+    assert not Predictor(bundle).tta
+    bundle.meta["tta"] = True
+    assert Predictor(bundle).tta and not Predictor(bundle, tta=False).tta
