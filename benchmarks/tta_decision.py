@@ -1,7 +1,7 @@
 """Test-time augmentation and Planet's decision rules on real data, with honest cross-validation.
 
     python benchmarks/tta_decision.py --planet ../shared/data/planet_sample_200 --biwi ../shared/data/biwi_head_pose_10 \\
-        --folds 5 --epochs 6 --size 64
+        --folds 5 --epochs 10 --size 128 --biwi_epochs 40
 
 **Planet.** The images are cut into ``--folds`` folds. For each, ``train.py``'s default Planet recipe
 (``configs/planet.yaml``, stages compressed to ``--epochs``, last size ``--size``) trains on the
@@ -156,8 +156,12 @@ def biwi_fold(args, k: int, valid: list[str], work: Path) -> list[dict]:
     from tasks.pointreg import to_pixels
 
     root = biwi_root(args.biwi, valid, work, k)
+    # the recipe's one stage, as long as --biwi_epochs (a longer --trainer.max_epochs alone does not stretch stages)
+    overlay = work / "biwi-stages.yaml"
+    overlay.write_text(json.dumps({"trainer": {"callbacks": [{"class_path": "callbacks.Stages", "init_args": {
+        "stages": [{"epochs": args.biwi_epochs, "freeze_to": 0, "lr": "base"}]}}]}}))
     t0 = time.perf_counter()
-    cli = fit("biwi", root, ["--data.init_args.valid_persons", '["02"]', "--data.init_args.batch_size", "4"], work, args.biwi_epochs)
+    cli = fit("biwi", root, ["--config", str(overlay), "--data.init_args.valid_persons", '["02"]', "--data.init_args.batch_size", "4"], work, args.biwi_epochs)
     fit_s = time.perf_counter() - t0
     rows = []
     for tta in (False, True):
@@ -227,9 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--planet", type=Path, help="Planet folder in the fastai layout (labels.csv + train/)")
     p.add_argument("--biwi", type=Path, help="BIWI folder with person 01's frames and rgb.cal")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=6, help="Planet epochs per fold (the recipe's stages compressed)")
-    p.add_argument("--biwi_epochs", type=int, default=6)
-    p.add_argument("--size", type=int, default=64, help="Planet's final image size")
+    p.add_argument("--epochs", type=int, default=10, help="Planet epochs per fold (the recipe's stages compressed)")
+    p.add_argument("--biwi_epochs", type=int, default=40, help="BIWI epochs per fold, one stage (8 frames: 2 steps an epoch)")
+    p.add_argument("--size", type=int, default=128, help="Planet's final image size")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tta_decision.json")
     args = p.parse_args(argv)

@@ -204,7 +204,7 @@ def test_predict_biwi_point_in_upload_pixels(clients, bundles):
 
     x = cv2.resize(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), (32, 32), interpolation=cv2.INTER_AREA)
     with torch.inference_mode():
-        scaled = bundles["biwi"]["model"](torch.from_numpy(x).permute(2, 0, 1)[None])
+        scaled = bundles["biwi"]["model"].infer(torch.from_numpy(x).permute(2, 0, 1)[None])  # with its tta, as served
     expect = to_pixels(scaled.float(), torch.tensor([[120, 160]]))[0].tolist()
     assert (ans["x"], ans["y"]) == pytest.approx(expect, abs=0.02)
 
