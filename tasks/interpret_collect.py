@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import interpret as stats
+from .tta import active
 
 EPS = 1e-7
 
@@ -71,7 +72,20 @@ class Collector:
         raise NotImplementedError
 
     def new_report(self) -> Report:
-        return Report(self.kind, type(self.task).__name__, {"samples": len(self.names)})
+        summary = {"samples": len(self.names)}
+        if hasattr(self.task, "tta"):
+            summary["tta"] = active(self.task, "val")
+        return Report(self.kind, type(self.task).__name__, summary)
+
+
+def answers(task, x: torch.Tensor, fallback) -> torch.Tensor:
+    """The task's answers for ``x`` as its validation gives them: ``task.infer`` with the flips that
+    validation averages over (:func:`tasks.tta.active`: at the end of fit as fit's epochs, in
+    ``interpret`` as ``validate``), or, for a task without ``infer``, ``fallback`` of its outputs."""
+    infer = getattr(task, "infer", None)
+    if infer is None:
+        return fallback(task(x).float()).float()
+    return infer(x, tta=active(task, "val")).float()
 
 
 def cat(chunks: list[torch.Tensor]) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from . import interpret as stats
 from . import interpret_pictures as pics
-from .interpret_collect import Collector, cat
+from .interpret_collect import Collector, answers, cat
 from .pictures import palette
 from .pointreg import to_pixels
 
@@ -26,8 +26,7 @@ class SegmentationCollector(Collector):
         self.rows: list[tuple[torch.Tensor, ...]] = []
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        infer = getattr(self.task, "infer", None)
-        return (infer(x) if infer is not None else F.log_softmax(self.task(x).float(), 1)).float()
+        return answers(self.task, x, lambda out: F.log_softmax(out, 1))
 
     def update(self, batch):
         x, y = batch["image"], batch["mask"].long()
@@ -78,8 +77,7 @@ class PointsCollector(Collector):
 
     def update(self, batch):
         x, y, size = batch["image"], batch["target"].float(), batch["orig_size"]
-        infer = getattr(self.task, "infer", None)
-        pred = (infer(x) if infer is not None else self.task(x)).float()
+        pred = answers(self.task, x, lambda out: out)
         true_px, pred_px = to_pixels(y, size), to_pixels(pred, size)
         err = (pred_px - true_px).norm(dim=-1)
         names = self._names(batch, len(y))

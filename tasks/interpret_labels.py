@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from . import interpret as stats
 from . import interpret_pictures as pics
-from .interpret_collect import EPS, Collector, cat
+from .interpret_collect import EPS, Collector, answers, cat
 
 
 # -- classification ------------------------------------------------------------------------
@@ -24,8 +24,7 @@ class MultiLabelCollector(Collector):
 
     def update(self, batch):
         x, y = batch["image"], batch["target"].float()
-        infer = getattr(self.task, "infer", None)
-        probs = (infer(x) if infer is not None else torch.sigmoid(self.task(x))).float()
+        probs = answers(self.task, x, torch.sigmoid)
         loss = F.binary_cross_entropy(probs.clamp(EPS, 1 - EPS), y, reduction="none").mean(1)
         names = self._names(batch, len(y))
         self.probs.append(probs.cpu())

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from .base import BaseTask
 from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
+from .tta import HFLIP, active, mean_maps
 
 
 class SegmentationTask(BaseTask):
@@ -31,6 +32,8 @@ class SegmentationTask(BaseTask):
             horizontal mirror (flipped back).
         lovasz_weight: weight of a Lovasz-softmax term (a convex surrogate of 1 - IoU per class,
             ``tasks/losses.py``) added to the cross-entropy.
+        tta_fit: with ``tta``, fit's per-epoch validation averages too; false: only ``validate``,
+            ``test``, ``predict`` and bundles.
     """
 
     def __init__(
@@ -45,10 +48,11 @@ class SegmentationTask(BaseTask):
         dice_weight: float = 0.0,
         tta: bool = False,
         lovasz_weight: float = 0.0,
+        tta_fit: bool = True,
     ):
         super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
         self.num_classes, self.void_index = num_classes, void_index
-        self.dice_weight, self.tta, self.lovasz_weight = dice_weight, tta, lovasz_weight
+        self.dice_weight, self.tta, self.lovasz_weight, self.tta_fit = dice_weight, tta, lovasz_weight, tta_fit
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.ignore_index = -100 if void_index is None else void_index
         self.save_hyperparameters(ignore=["net"])
@@ -58,16 +62,16 @@ class SegmentationTask(BaseTask):
         kw = {"num_classes": self.num_classes, "ignore_index": self.void_index}
         return MetricCollection({"acc": MulticlassAccuracy(average="micro", **kw), "miou": MulticlassJaccardIndex(average="macro", **kw)})
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Class log-probabilities ``(B, C, H, W)``; with ``tta``, of the image and its mirror averaged."""
-        if not self.tta:
+    def infer(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
+        """Class log-probabilities ``(B, C, H, W)``; with ``tta`` (default: the task's), the
+        probabilities of the image and of its mirror (flipped back) averaged."""
+        if not (self.tta if tta is None else tta):
             return F.log_softmax(self(x).float(), 1)
-        probs = (self(x).float().softmax(1) + self(x.flip(-1)).float().softmax(1).flip(-1)) / 2
-        return probs.clamp_min(1e-8).log()
+        return mean_maps(lambda v: self(v).float().softmax(1), x, HFLIP).clamp_min(1e-8).log()
 
     def _shared_step(self, batch, stage, keep_example=False):
         x, y = batch["image"], batch["mask"]
-        logits = self(x) if stage == "train" else self.infer(x)
+        logits = self(x) if stage == "train" else self.infer(x, tta=active(self, stage))
         loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
         if self.dice_weight and stage == "train":
             loss = loss + self.dice_weight * soft_dice_loss(logits, y, self.ignore_index)

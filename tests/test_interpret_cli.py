@@ -84,6 +84,7 @@ def test_fit_end_planet(planet):
     folder = run / "interpret"
     assert {"README.md", "summary.json", "tags.csv", "missed_added.csv", "confused_pairs.csv", "top_losses.csv", "top_losses.png", "confusion.png"} <= {p.name for p in folder.iterdir()}
     metrics, summary = outputs(run)
+    assert summary["tta"] is False  # configs/planet.yaml: tta for validate/serving, not fit's epochs (tta_fit false)
     # the same weights and validation images as the last validation epoch: the same score
     key = {"threshold": "val/f2", "expected_f2": "val/f2_expected"}.get(summary["decision"], "val/f2_tuned" if metrics["val/tuned_in_use"] else "val/f2")
     assert summary["f2_samples"] == pytest.approx(metrics[key], abs=1e-4)
@@ -112,7 +113,8 @@ def test_subcommand_puts_planted_complement_labels_first(planet, runner, tmp_pat
     top = [r["name"] for r in read_csv(irun / "interpret" / "top_losses.csv")]  # every validation image (k = 40)
     found = [n for n in top if n in planted]
     assert found and len(found) < len(top) and top[: len(found)] == found, (top, planted)
-    assert "last.ckpt" in json.loads((irun / "interpret" / "summary.json").read_text())["source"]
+    summary = json.loads((irun / "interpret" / "summary.json").read_text())
+    assert "last.ckpt" in summary["source"] and summary["tta"] is True  # as validate: the model's tta
 
 
 def test_subcommand_bad_input(planet, camvid, runner, tmp_path):
@@ -173,6 +175,7 @@ def test_fit_end_biwi_planted_point_has_the_largest_error(tmp_path, runner):
     worst = read_csv(run / "interpret" / "largest_errors.csv")
     assert worst[0]["name"] == f"13/{pose.name.replace('_pose.txt', '_rgb.jpg')}" and float(worst[0]["true_x"]) == pytest.approx(10, abs=0.5), worst[0]
     metrics, summary = outputs(run)
+    assert summary["tta"] is False  # as fit's validation epochs (configs/biwi.yaml: tta_fit false)
     assert summary["mean_error_px"] == pytest.approx(metrics["val/px_error"], rel=1e-4)
     pct = {r["statistic"]: float(r["error_px"]) for r in read_csv(run / "interpret" / "percentiles.csv")}
     assert pct["p100"] == pytest.approx(float(worst[0]["error_px"]), abs=0.01) and pct["p50"] <= pct["p90"] <= pct["p100"]
