@@ -27,6 +27,8 @@ class BaseTask(pl.LightningModule):
         pct_start: share of the steps spent warming up.
     """
 
+    kind: str = ""  # what the task predicts: multilabel, single, segmentation, points, text, lm
+
     def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-2, pct_start: float = 0.25):
         super().__init__()
         self.net = net

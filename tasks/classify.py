@@ -42,6 +42,8 @@ class ClassificationTask(BaseTask):
         top_losses: images in the top-losses picture (0: none).
     """
 
+    kind = "single"
+
     def __init__(
         self,
         net: nn.Module,

@@ -60,6 +60,8 @@ class PlanetTask(BaseTask):
             their plain cost (``validate``, ``test``, ``predict`` and an exported bundle still use TTA).
     """
 
+    kind = "multilabel"
+
     def __init__(
         self,
         net: nn.Module,

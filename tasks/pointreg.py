@@ -59,6 +59,8 @@ class PointRegressionTask(BaseTask):
             ``test``, ``predict`` and an exported bundle.
     """
 
+    kind = "points"
+
     def __init__(
         self,
         net: nn.Module,

@@ -36,6 +36,8 @@ class SegmentationTask(BaseTask):
             ``test``, ``predict`` and bundles.
     """
 
+    kind = "segmentation"
+
     def __init__(
         self,
         net: nn.Module,

@@ -146,6 +146,8 @@ class TextClassificationTask(_TextTask):
         n_wrong: rows in the most-confidently-wrong table (0: none).
     """
 
+    kind = "text"
+
     def __init__(
         self,
         net: nn.Module,
@@ -263,6 +265,8 @@ class MaskedLMTask(_TextTask):
         mlm_probability: share of the tokens that are predicted.
         save_encoder: write ``<run>/encoder/`` at the end of fit.
     """
+
+    kind = "lm"
 
     def __init__(self, net: nn.Module, mlm_probability: float = 0.15, save_encoder: bool = True, lr: float = 1e-4, weight_decay: float = 1e-2, pct_start: float = 0.25):
         super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
