@@ -216,6 +216,7 @@ def create_app(
             "task": task, "name": meta.get("name"), "classes": classes, "input": meta["input"],
             "thresholds": meta.get("thresholds"), "void_index": meta.get("void_index"), "palette": bundle.palette,
             "max_bytes": max_bytes, "max_pixels": max_pixels, "decode_slots": decode_slots, "feedback": store.count(),
+            "tta": predictor.tta,  # answers averaged over flipped copies (the page says so)
         }
 
     @app.get("/feedback")

@@ -145,11 +145,13 @@ def test_export_needs_a_checkpoint_and_reports_bad_bundles(bundles, tmp_path):
 
 
 # -- the API -----------------------------------------------------------------------------------
-def test_health_info_and_openapi(clients):
+def test_health_info_and_openapi(clients, bundles):
     for task, c in clients.items():
         assert c.get("/health").json()["status"] == "ok"
         info = c.get("/info").json()
         assert info["task"] in ("multilabel", "segmentation", "point", "text") and bool(info["classes"]) == (task != "biwi")
+        meta = json.loads((bundles[task]["bundle"] / "bundle.json").read_text())
+        assert info["tta"] is bool(meta.get("tta", False))  # the page shows it
         schema = c.get("/openapi.json").json()
         body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
         assert ("application/json" in body) == (task == "imdb") and ("multipart/form-data" in body) == (task != "imdb")

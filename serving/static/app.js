@@ -40,7 +40,8 @@ async function start() {
     return;
   }
   $("name").textContent = S.info.name || S.info.task;
-  $("task").textContent = { multilabel: "image tags", segmentation: "segmentation", point: "head centre", text: "review sentiment", classify: "image class" }[S.info.task];
+  $("task").textContent = { multilabel: "image tags", segmentation: "segmentation", point: "head centre", text: "review sentiment", classify: "image class" }[S.info.task]
+    + (S.info.tta ? " · test-time augmentation: each answer averaged over the image's flips" : "");
   if (S.info.task === "text") {
     $("text-input").hidden = false;
     $("predict-text").onclick = () => predictText($("text").value);
