@@ -12,8 +12,8 @@ size and precision are exactly those of a training run. Three measurements:
     datamodule augments on the device (``augment_on``), that batch augmentation's rate.
 (b) **steps**: optimizer steps per second through the project's LightningModule and Trainer
     (its Stages one-cycle, Recorder and MemoryFormat callbacks, precision) against a minimal raw
-    PyTorch loop (forward, the task's loss, backward, AdamW, OneCycleLR, same autocast and
-    memory layout) on the same batches already on the device: the ratio is framework and step
+    PyTorch loop (the task's ``model_step``: forward and loss; backward, AdamW, OneCycleLR, same
+    autocast and memory layout) on the same batches already on the device: the ratio is framework and step
     overhead (metrics, logging, hooks).
 (c) **epoch**: training epochs through the Trainer with the real loaders (two are run; the
     second, with the workers already up, is reported, and the first's time too).
@@ -38,14 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from callbacks import MemoryFormat, Recorder, Stage, Stages  # noqa: E402
-from callbacks.schedule import one_cycle  # noqa: E402
-from tasks.planet import PlanetTask  # noqa: E402
-from tasks.pointreg import PointRegressionTask  # noqa: E402
-from tasks.segmentation import SegmentationTask  # noqa: E402
-from tasks.text import TextClassificationTask  # noqa: E402
+from tasks.schedule import one_cycle  # noqa: E402
 from train import cli_main  # noqa: E402
 
 
@@ -100,19 +95,6 @@ def device_augment_rate(dm, batch: dict, device: torch.device, reps: int) -> flo
 
 
 # -- (b) step rate: project vs raw -------------------------------------------------
-def raw_loss(task, batch: dict) -> torch.Tensor:
-    """The task's training loss with nothing else: no metrics, no logging."""
-    if isinstance(task, SegmentationTask):
-        return F.cross_entropy(task.net(batch["image"]), batch["mask"], ignore_index=task.ignore_index)
-    if isinstance(task, PlanetTask):
-        return F.binary_cross_entropy_with_logits(task.net(batch["image"]).float(), batch["target"].float())
-    if isinstance(task, PointRegressionTask):
-        return F.mse_loss(task.net(batch["image"]).float(), batch["target"])
-    if isinstance(task, TextClassificationTask):
-        return F.cross_entropy(task(batch["input_ids"], batch["attention_mask"]), batch["label"])
-    raise SystemExit(f"no raw loop for {type(task).__name__}")
-
-
 class Batches:
     """Batches already on the device, as one loader (a plain list would be read as several)."""
 
@@ -186,7 +168,7 @@ def raw_steps(task, batches: list, args, precision: str) -> float:
         if channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = raw_loss(task, batch)
+            loss = task.model_step(batch)[0]  # the task's training loss, nothing else
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

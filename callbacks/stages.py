@@ -18,8 +18,8 @@ import torch
 
 from .lr_finder import find_lr
 from .pictures import run_dir
-from .predictions import save_checkpoint
-from .schedule import one_cycle, spread_lrs
+from .checkpoints import save_checkpoint
+from tasks.schedule import one_cycle, spread_lrs
 
 LRValue = float | str
 

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from callbacks.schedule import one_cycle
+from .schedule import one_cycle
 
 STAGES = ("train", "val", "test")
 
@@ -16,9 +16,9 @@ STAGES = ("train", "val", "test")
 class BaseTask(pl.LightningModule):
     """A network passed in from ``models/``, trained with AdamW and a one-cycle schedule.
 
-    Subclasses implement :meth:`make_metrics` (and call :meth:`init_metrics`), :meth:`_shared_step`
-    and :meth:`predict_step`,
-    and may override :meth:`layer_groups` and the picture methods.
+    Subclasses implement :meth:`make_metrics` (and call :meth:`init_metrics`), :meth:`model_step`
+    and :meth:`predict_step`, and may override :meth:`update_metrics`, :meth:`make_example`,
+    :meth:`layer_groups` and the picture methods.
 
     Args:
         net: the network (built in ``models/``); it takes raw images or token ids.
@@ -35,7 +35,6 @@ class BaseTask(pl.LightningModule):
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
         self.channels_last = False  # set by callbacks.MemoryFormat on GPU
-        self._muted = False
 
     def init_metrics(self) -> None:
         """One metric collection per stage; call at the end of the subclass's ``__init__``."""
@@ -50,38 +49,52 @@ class BaseTask(pl.LightningModule):
         """A ``torchmetrics.MetricCollection`` of the task's metrics."""
         raise NotImplementedError
 
-    def _shared_step(self, batch, stage: str) -> torch.Tensor:
+    def model_step(self, batch, stage: str = "train") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and loss of a batch and nothing else (no metrics, logging or state).
+
+        ``stage`` (``train``, ``val``, ``test``) only chooses what the stage computes (test-time
+        augmentation in validation and test, :func:`models.tta.active`).
+
+        Returns:
+            ``(loss, preds, target)``: ``preds`` and ``target`` as :meth:`update_metrics` takes them.
+        """
         raise NotImplementedError
+
+    def update_metrics(self, stage: str, preds: torch.Tensor, target: torch.Tensor, batch) -> None:
+        """Update the stage's metric collection (and any per-stage extras) with a step's outputs."""
+        self.stage_metrics(stage).update(preds, target)
+
+    def make_example(self, batch, preds: torch.Tensor, target: torch.Tensor) -> dict[str, Any] | None:
+        """What :meth:`show_results` draws, from the first validation batch (kept on the CPU)."""
+        return None
+
+    @staticmethod
+    def batch_size_of(batch) -> int:
+        key = "image" if "image" in batch else "input_ids"
+        return int(batch[key].shape[0])
 
     # -- steps ------------------------------------------------------------------
     def forward(self, x):
         return self.net(x)
 
+    def stage_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`model_step`, then the stage's metrics and logs."""
+        loss, preds, target = self.model_step(batch, stage)
+        self.update_metrics(stage, preds, target, batch)
+        self.log_stage(stage, loss, self.batch_size_of(batch))
+        return loss, preds, target
+
     def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
+        return self.stage_step(batch, "train")[0]
 
     def validation_step(self, batch, batch_idx):
-        return self._shared_step(batch, "val", keep_example=batch_idx == 0)
+        loss, preds, target = self.stage_step(batch, "val")
+        if batch_idx == 0:
+            self.example = self.make_example(batch, preds, target)
+        return loss
 
     def test_step(self, batch, batch_idx):
-        return self._shared_step(batch, "test")
-
-    def loss_on(self, batch) -> torch.Tensor:
-        """The training loss on a batch with logging muted (LR range test); train metrics are reset."""
-        self._muted = True
-        try:
-            return self._shared_step(batch, "train")
-        finally:
-            self._muted = False
-            self.train_metrics.reset()
-
-    def log(self, *args, **kwargs):
-        if not self._muted:
-            super().log(*args, **kwargs)
-
-    def log_dict(self, *args, **kwargs):
-        if not self._muted:
-            super().log_dict(*args, **kwargs)
+        return self.stage_step(batch, "test")[0]
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         trainer = self._trainer

@@ -73,21 +73,24 @@ class ClassificationTask(BaseTask):
     def make_metrics(self):
         return MetricCollection({"acc": MulticlassAccuracy(num_classes=self.num_classes, average="micro")})
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
+        """``(loss, logits (float), class ids)``."""
         x, y = batch["image"], batch["target"]
         logits = self(x).float()
-        losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.label_smoothing)
-        loss = losses.mean()
-        probs = logits.detach().softmax(-1)
+        loss = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.label_smoothing).mean()
+        return loss, logits.detach(), y
+
+    def update_metrics(self, stage, logits, y, batch):
+        probs = logits.softmax(-1)
         pred = probs.argmax(-1)
         self.stage_metrics(stage).update(pred, y)
-        self.log_stage(stage, loss, x.shape[0])
         if stage == "val":
             self.val_confusion.update(pred, y)
-            self._keep_top(x, y, probs, losses.detach())
-        if keep_example:
-            self.example = {"image": x[:8].cpu(), "target": y[:8].cpu(), "probs": probs[:8].cpu()}
-        return loss
+            losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.label_smoothing)
+            self._keep_top(batch["image"], y, probs, losses)
+
+    def make_example(self, batch, logits, y):
+        return {"image": batch["image"][:8].cpu(), "target": y[:8].cpu(), "probs": logits[:8].softmax(-1).cpu()}
 
     def _keep_top(self, x, y, probs, losses) -> None:
         """Keep the ``top_losses`` highest-loss validation images of the epoch so far (this rank's)."""

@@ -18,7 +18,7 @@ from .base import BaseTask
 from .decide import expected_f2_decision
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
 from .pictures import grid, to_hwc
-from .tta import active, group_for, mean_scores
+from models.tta import active, group_for, mean_scores
 
 DECISIONS = ("threshold", "tuned", "expected_f2")
 
@@ -111,27 +111,31 @@ class PlanetTask(BaseTask):
             return torch.sigmoid(self(x).float())
         return mean_scores(lambda v: torch.sigmoid(self(v).float()), x, group_for(*x.shape[-2:]))
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
+        """``(loss, tag probabilities, multi-hot targets)``; with TTA the loss of the averaged probabilities."""
         x, y = batch["image"], batch["target"]
         if not active(self, stage):
             logits = self(x)
             loss = F.binary_cross_entropy_with_logits(logits.float(), y.float())
             probs = torch.sigmoid(logits.detach().float())
-        else:  # the loss of the averaged probabilities
+        else:
             probs = self.infer(x, tta=True)
             loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), y.float())
+        return loss, probs, y
+
+    def update_metrics(self, stage, probs, y, batch):
         self.stage_metrics(stage).update(probs, y.int())
-        self.log_stage(stage, loss, x.shape[0])
+        n = y.shape[0]
         if stage == "val":
             self.val_tuned.update(probs, y)
         if stage == "test":
             self.test_tuned.update(probs >= self.thresholds, y)
-            self.log(f"test/{self.score_name}_tuned", self.test_tuned, on_step=False, on_epoch=True, batch_size=x.shape[0])
+            self.log(f"test/{self.score_name}_tuned", self.test_tuned, on_step=False, on_epoch=True, batch_size=n)
             self.test_expected.update(self.decide(probs, "expected_f2").to(y.device), y)
-            self.log(f"test/{self.score_name}_expected", self.test_expected, on_step=False, on_epoch=True, batch_size=x.shape[0])
-        if keep_example:
-            self.example = {"image": x[:8].cpu(), "target": y[:8].cpu(), "probs": probs[:8].cpu()}
-        return loss
+            self.log(f"test/{self.score_name}_expected", self.test_expected, on_step=False, on_epoch=True, batch_size=n)
+
+    def make_example(self, batch, probs, y):
+        return {"image": batch["image"][:8].cpu(), "target": y[:8].cpu(), "probs": probs[:8].cpu()}
 
     # -- thresholds and baseline --------------------------------------------------
     def on_fit_start(self):

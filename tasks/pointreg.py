@@ -14,7 +14,7 @@ from torchmetrics.regression import MeanSquaredError
 
 from .base import BaseTask
 from .pictures import grid, to_hwc
-from .tta import HFLIP, active, mean_points
+from models.tta import HFLIP, active, mean_points
 
 TRUE, PRED = "lime", "red"
 
@@ -98,16 +98,17 @@ class PointRegressionTask(BaseTask):
         """Points ``(B, 2)`` in [-1, 1]; with ``tta`` (default: the task's), the mean of the image's and its mirror's."""
         return mean_points(self, x, HFLIP) if (self.tta if tta is None else tta) else self(x)
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
+        """``(MSE loss, points (B, 2) in [-1, 1], true points)``."""
         x, y = batch["image"], batch["target"]
         pred = self.infer(x, tta=active(self, stage))
-        loss = F.mse_loss(pred.float(), y)
-        self.stage_metrics(stage).update(pred.detach().float(), y, orig_size=batch["orig_size"])
-        self.log_stage(stage, loss, x.shape[0])
-        if keep_example:
-            keep = ("image", "target", "orig_size")
-            self.example = {k: batch[k][:8].cpu() for k in keep} | {"pred": pred[:8].detach().float().cpu()}
-        return loss
+        return F.mse_loss(pred.float(), y), pred.detach().float(), y
+
+    def update_metrics(self, stage, pred, y, batch):
+        self.stage_metrics(stage).update(pred, y, orig_size=batch["orig_size"])
+
+    def make_example(self, batch, pred, y):
+        return {k: batch[k][:8].cpu() for k in ("image", "target", "orig_size")} | {"pred": pred[:8].cpu()}
 
     # -- prediction -----------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from .base import BaseTask
 from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
-from .tta import HFLIP, active, mean_maps
+from models.tta import HFLIP, active, mean_maps
 
 
 class SegmentationTask(BaseTask):
@@ -71,25 +71,23 @@ class SegmentationTask(BaseTask):
             return F.log_softmax(self(x).float(), 1)
         return mean_maps(lambda v: self(v).float().softmax(1), x, HFLIP).clamp_min(1e-8).log()
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
+        """``(loss, predicted class ids, mask)``; in training both on every other row and column
+        (a quarter of the pixels: the argmax and the confusion counts over every pixel cost ~5% of a
+        training step), exact in validation and test."""
         x, y = batch["image"], batch["mask"]
         logits = self(x) if stage == "train" else self.infer(x, tta=active(self, stage))
         loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
-        if self.dice_weight and stage == "train":
+        if stage != "train":
+            return loss, logits.argmax(1), y
+        if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(logits, y, self.ignore_index)
-        if self.lovasz_weight and stage == "train":
+        if self.lovasz_weight:
             loss = loss + self.lovasz_weight * lovasz_softmax(logits, y, self.ignore_index)
-        if stage == "train":
-            # estimated on every other row and column (a quarter of the pixels): the argmax and the
-            # confusion counts over every pixel cost ~5% of a training step; val/test are exact
-            self.stage_metrics(stage).update(logits.detach()[:, :, ::2, ::2].argmax(1), y[:, ::2, ::2])
-        else:
-            preds = logits.argmax(1)
-            self.stage_metrics(stage).update(preds, y)
-        self.log_stage(stage, loss, x.shape[0])
-        if keep_example:
-            self.example = {"image": x[:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].cpu()}
-        return loss
+        return loss, logits.detach()[:, :, ::2, ::2].argmax(1), y[:, ::2, ::2]
+
+    def make_example(self, batch, preds, y):
+        return {"image": batch["image"][:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].cpu()}
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         logits = self.infer(batch["image"])

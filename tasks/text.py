@@ -9,7 +9,6 @@ starts from that folder (or any Lightning checkpoint of either stage) given as
 from __future__ import annotations
 
 import csv
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -23,78 +22,12 @@ from torchmetrics.text import Perplexity
 
 from . import interpret
 from .base import BaseTask
-from .pictures import pyplot
+from .masking import mask_tokens
+from .text_show import decode, markdown_table, text_figure
+
+__all__ = ["MaskedLMTask", "TextClassificationTask", "decode", "markdown_table", "mask_tokens", "text_figure"]
 
 PREDICTIONS = "predictions.csv"
-
-
-# -- helpers -------------------------------------------------------------------
-def text_figure(blocks: list[tuple[str, str]], title: str = "", width: int = 110, max_lines: int = 6):
-    """A matplotlib figure listing (heading, text) blocks, the text wrapped to ``width`` characters."""
-    plt = pyplot()
-    lines: list[tuple[str, bool]] = []
-    for head, body in blocks:
-        lines.append((head, True))
-        wrapped = textwrap.wrap(body, width) or [""]
-        if len(wrapped) > max_lines:
-            wrapped = wrapped[:max_lines]
-            wrapped[-1] += " ..."
-        lines += [(w, False) for w in wrapped] + [("", False)]
-    if not blocks:
-        lines = [("(nothing to show)", False)]
-    n = len(lines) + (2 if title else 0)
-    fig = plt.figure(figsize=(width * 0.085, 0.22 * n + 0.3))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.axis("off")
-    y, step = 1 - 0.1 / n, 1 / n
-    if title:
-        ax.text(0.01, y, title, fontsize=11, fontweight="bold", va="top", family="monospace")
-        y -= 2 * step
-    for text, bold in lines:
-        ax.text(0.01, y, text, fontsize=9, va="top", family="monospace", fontweight="bold" if bold else "normal")
-        y -= step
-    return fig
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub markdown table of a DataFrame (:func:`tasks.interpret.markdown_table`)."""
-    return interpret.markdown_table(df.to_dict("records"), list(df.columns))
-
-
-def mask_tokens(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor, mask_id: int, vocab_size: int,
-    p: float = 0.15, generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking: ``p`` of the real tokens become targets; of those 80% ``[MASK]``, 10% random, 10% kept.
-
-    Returns (masked ids, labels with -100 where nothing is predicted); at least one target per batch.
-    """
-    dev = input_ids.device
-    candidates = attention_mask.bool() & ~torch.isin(input_ids, special_ids.to(dev))
-    r = torch.rand(input_ids.shape, generator=generator, device=dev)
-    chosen = (r < p) & candidates
-    if not chosen.any() and candidates.any():
-        flat = torch.where(candidates, r, torch.full_like(r, 2.0)).argmin()
-        chosen.view(-1)[flat] = True
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    how = torch.rand(input_ids.shape, generator=generator, device=dev)
-    masked = input_ids.clone()
-    masked[chosen & (how < 0.8)] = mask_id
-    rand = chosen & (how >= 0.8) & (how < 0.9)
-    masked[rand] = torch.randint(vocab_size, input_ids.shape, generator=generator, device=dev)[rand]
-    return masked, labels
-
-
-def decode(tokenizer, ids: torch.Tensor, attention_mask: torch.Tensor | None = None, marks: dict[int, str] | None = None) -> str:
-    """Token ids as text (special tokens shown), ``marks`` replacing the tokens at given positions."""
-    ids = ids[attention_mask.bool()] if attention_mask is not None else ids
-    tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
-    for pos, s in (marks or {}).items():
-        tokens[pos] = s
-    try:
-        return tokenizer.convert_tokens_to_string(tokens)
-    except Exception:  # noqa: BLE001 - display only
-        return " ".join(tokens)
 
 
 class _TextTask(BaseTask):
@@ -117,7 +50,7 @@ class _TextTask(BaseTask):
     def training_step(self, batch, batch_idx):
         self._frozen = self.encoder_frozen()
         try:
-            return self._shared_step(batch, "train")
+            return super().training_step(batch, batch_idx)
         finally:
             self._frozen = False
 
@@ -127,6 +60,10 @@ class _TextTask(BaseTask):
     @property
     def tokenizer(self):
         return self.net.tokenizer
+
+    @staticmethod
+    def batch_size_of(batch) -> int:
+        return int(batch["input_ids"].shape[0])
 
 
 # -- stage 2: the classifier -----------------------------------------------------------
@@ -171,17 +108,21 @@ class TextClassificationTask(_TextTask):
     def make_metrics(self):
         return MetricCollection({"acc": MulticlassAccuracy(num_classes=self.num_classes, average="micro")})
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
+        """``(loss, logits (float), labels)``."""
         if "label" not in batch:
             raise ValueError("This batch has no labels; classification needs labelled reviews (is the datamodule in lm mode?).")
         y = batch["label"]
         logits = self(batch["input_ids"], batch["attention_mask"])
-        loss = F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y), logits.detach().float(), y
+
+    def update_metrics(self, stage, logits, y, batch):
         self.stage_metrics(stage).update(logits.argmax(1), y)
-        self.log_stage(stage, loss, y.shape[0])
         if stage == "val":
-            self._val_rows.append((list(batch["name"]), list(batch["excerpt"]), y.cpu(), logits.detach().float().softmax(-1).cpu()))
-        return loss
+            self._val_rows.append((list(batch["name"]), list(batch["excerpt"]), y.cpu(), logits.softmax(-1).cpu()))
+
+    def make_example(self, batch, logits, y):
+        return self.example  # the rows of the whole epoch (on_validation_epoch_start)
 
     def on_validation_epoch_start(self):
         self._val_rows = []
@@ -290,20 +231,25 @@ class MaskedLMTask(_TextTask):
             gen = torch.Generator(device=ids.device).manual_seed(int(ids.sum()) * 31 + ids.numel())
         return mask_tokens(ids, batch["attention_mask"], self.special_ids, self.tokenizer.mask_token_id, self.net.vocab_size, self.mlm_probability, gen)
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
+        """``(loss, logits (float) at the masked positions, their true token ids)``; validation and
+        test masks are seeded by the batch (the same every epoch)."""
         masked, labels = self.mask(batch, seeded=stage != "train")
         logits = self(masked, batch["attention_mask"], labels)
         target = labels[labels != -100]
-        loss = F.cross_entropy(logits.float(), target)
+        return F.cross_entropy(logits.float(), target), logits.detach().float(), target
+
+    def update_metrics(self, stage, logits, target, batch):
         metrics = self.stage_metrics(stage)
-        metrics["perplexity"].update(logits.detach().float()[None], target[None])
-        metrics["acc"].update(logits.detach().argmax(-1), target)
-        self.log_stage(stage, loss, batch["input_ids"].shape[0])
-        if keep_example:
-            pred = torch.full_like(labels, -100)
-            pred[labels != -100] = logits.detach().argmax(-1)
-            self.example = {"input_ids": masked[:8].cpu(), "attention_mask": batch["attention_mask"][:8].cpu(), "labels": labels[:8].cpu(), "pred": pred[:8].cpu()}
-        return loss
+        metrics["perplexity"].update(logits[None], target[None])
+        metrics["acc"].update(logits.argmax(-1), target)
+
+    def make_example(self, batch, logits, target):
+        masked, labels = self.mask(batch, seeded=True)  # the validation step's masks
+        pred = torch.full_like(labels, -100)
+        pred[labels != -100] = logits.argmax(-1)
+        keep = {"input_ids": masked, "attention_mask": batch["attention_mask"], "labels": labels, "pred": pred}
+        return {k: v[:8].cpu() for k, v in keep.items()}
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         raise RuntimeError("The masked LM makes no predictions to write; predict with the classifier (--task imdb).")

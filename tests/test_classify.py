@@ -330,8 +330,8 @@ def test_label_smoothing_is_in_the_loss():
     F = torch.nn.functional
     logits, target = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0]]), torch.tensor([0, 2])
     batch = {"image": logits, "target": target}  # an identity "network": the images are the logits
-    plain = ClassificationTask(torch.nn.Identity(), num_classes=3).loss_on(batch)
-    smooth = ClassificationTask(torch.nn.Identity(), num_classes=3, label_smoothing=0.1).loss_on(batch)
+    plain = ClassificationTask(torch.nn.Identity(), num_classes=3).model_step(batch)[0]
+    smooth = ClassificationTask(torch.nn.Identity(), num_classes=3, label_smoothing=0.1).model_step(batch)[0]
     assert plain.item() == pytest.approx(F.cross_entropy(logits, target).item())
     assert smooth.item() == pytest.approx(F.cross_entropy(logits, target, label_smoothing=0.1).item()) and abs(smooth - plain) > 0.05
     with pytest.raises(ValueError, match="label_smoothing 1"):

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from callbacks import Stage, Stages
 from callbacks.lr_finder import range_test
 from callbacks.lr_suggest import clean, suggest, suggest_all
-from callbacks.schedule import one_cycle, spread_lrs
+from tasks.schedule import one_cycle, spread_lrs
 from callbacks.stages import eval_lr, stage_lrs
 from tasks.base import BaseTask
 
@@ -150,12 +150,12 @@ class TinyTask(BaseTask):
     def make_metrics(self):
         return MetricCollection({"mean_pred": MeanMetric()})
 
-    def _shared_step(self, batch, stage, keep_example=False):
+    def model_step(self, batch, stage="train"):
         pred = self(batch["image"]).squeeze(1)
-        loss = nn.functional.mse_loss(pred, batch["y"])
-        self.stage_metrics(stage).update(pred.detach())
-        self.log_stage(stage, loss, len(pred))
-        return loss
+        return nn.functional.mse_loss(pred, batch["y"]), pred.detach(), batch["y"]
+
+    def update_metrics(self, stage, preds, target, batch):
+        self.stage_metrics(stage).update(preds)
 
 
 class Images(Dataset):

@@ -30,7 +30,7 @@ def test_metrics_exclude_void_and_match_hand_computation():
     task = SegmentationTask(Const(logits), num_classes=n_cls, void_index=void)
     task.log = lambda *a, **k: None
     task.log_dict = lambda *a, **k: None
-    task._shared_step({"image": torch.zeros(2, 3, 8, 8), "mask": target}, "val")
+    task.stage_step({"image": torch.zeros(2, 3, 8, 8), "mask": target}, "val")
     got = task.val_metrics.compute()
     keep = target != void
     acc = (pred[keep] == target[keep]).float().mean().item()
