@@ -183,6 +183,14 @@ class BaseDataModule(pl.LightningDataModule):
         """This dataset's ``BatchAugment`` (masks/points named), or None where it has none."""
         return None
 
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """Training batches get ``batch_augment`` on their device; its draws depend only on the run
+        seed and the trainer's batch count (reproducible, and resumable mid-epoch)."""
+        trainer, augment = self.trainer, self.batch_augment
+        if augment is not None and trainer is not None and trainer.training and isinstance(batch, dict):
+            batch = augment(batch, augment.generator_for(trainer))
+        return batch
+
     def choose_batch_augment(self) -> None:
         """Call in ``setup`` before building the transforms: sets ``batch_augment`` where training
         augmentation runs on the device (the loaders then only decode and resize)."""
