@@ -181,18 +181,18 @@ class PlanetTifDataModule(PlanetDataModule):
             self._labelled_cache = super()._labelled()
         return self._labelled_cache
 
-    def _readable(self, paths: list[Path], sources: list[str] | None = None) -> np.ndarray:
-        """Band count and completeness of every listed TIFF (:func:`check_tif`), before training."""
-        keep = np.ones(len(paths), bool)
+    def find_unreadable(self, paths: list[Path]) -> dict[int, DataError]:
+        """Band count and completeness of every listed TIFF (:func:`check_tif`), before training
+        (without ``skip_unreadable``: up to the first bad one)."""
+        errors = {}
         for i, p in enumerate(paths):
             try:
                 check_tif(p)
             except DataError as e:
+                errors[i] = e
                 if not self.skip_unreadable:
-                    where = f" Listed in {sources[i]}." if sources else ""
-                    raise DataError(f"{e}{where} --data.init_args.skip_unreadable true leaves such images out.") from e
-                keep[i] = False
-        return keep
+                    break
+        return errors
 
     def _measure(self) -> None:
         if self._scale is not None and self._stats is not None:

@@ -18,6 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 from .loaders import EpochSampler, ResumableLoader, SeededDataset
 
 SAMPLE_VERSION = "v1"
+# the splits each stage reads (and checks at setup); ``test`` is the validation split where a layout has no test split
+STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("valid",)}
+
+
+def stage_splits(stage: str | None) -> tuple[str, ...]:
+    """The splits ``setup(stage)`` must find non-empty (``None``: those of ``fit``)."""
+    return STAGE_SPLITS.get(stage, STAGE_SPLITS["fit"])
 
 
 class DataError(ValueError):
@@ -129,6 +136,17 @@ def parse_size(size, minimum: int = 1, multiple: int = 1, hint: str = "") -> tup
     return hw
 
 
+def unique_classes(classes: list | None, what: str = "classes") -> list[str] | None:
+    """A given ``--data.init_args.classes`` as strings (None: not given); one line if a name repeats."""
+    if not classes:
+        return None
+    names = [str(c).strip() for c in classes]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise DataError(f"--data.init_args.classes: duplicate {what} {dup}; list each once.")
+    return names
+
+
 def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded random split: (train indices, valid indices); see :func:`datamodules.splits.random_split`."""
     from .splits import random_split
@@ -211,10 +229,10 @@ class BaseDataModule(pl.LightningDataModule):
         self._resume: dict = {}  # a training loader's position loaded from a checkpoint (ResumableLoader)
 
     def feedback_examples(self, classes: list[str] | None = None) -> list:
-        """The corrections in ``--data.feedback`` (``serving.feedback.Example``), [] without one."""
+        """The corrections in ``--data.feedback`` (``models.feedback.Example``), [] without one."""
         if not self.feedback:
             return []
-        from serving.feedback import FeedbackError, read_feedback
+        from models.feedback import FeedbackError, read_feedback
 
         try:
             return read_feedback(self.feedback, self.feedback_task, classes)
@@ -235,6 +253,10 @@ class BaseDataModule(pl.LightningDataModule):
         return path
 
     # -- loaders -------------------------------------------------------------
+    def empty_split(self, split: str, detail: str = "") -> DataError:
+        """The one line for a split the stage needs that holds nothing."""
+        return DataError(f"{self.root_path}: the '{split}' split is empty{detail}; check the folder layout and the split options (--data.init_args.split, valid_pct).")
+
     def require(self, stage: str) -> Dataset:
         ds = self.datasets.get(stage)
         if ds is None or len(ds) == 0:

@@ -106,32 +106,18 @@ class BiwiDataModule(PointsDataModule):
         size: (height, width) the images are resized to (lesson: 120 x 160).
         valid_persons: person folders held out for validation (lesson: ``13``). Numbers are
             matched to folder names, so ``[1]`` (how YAML reads ``[01]``) means ``01``.
-        augment: ``true`` (flips, small rotation and zoom, lighting, zero padding), ``false``,
-            ``flip`` or a mapping of ``datamodules.augment.Augment`` fields (training split only).
-        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
-            batches on the device, the point moved with the image) or ``auto`` (gpu when training on CUDA).
-        predict_dir: folder of images for ``predict``.
-        feedback: ``serve.py``'s feedback store: images with corrected points join the training split.
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            batch_size, num_workers, seed, augment (``true``: flips, small rotation and zoom, lighting,
+            zero padding), augment_on, predict_dir, skip_unreadable, feedback).
     """
 
     sample_name = "biwi"
     size_rule = (32, 1, " (lesson: [120, 160])")
 
-    def __init__(
-        self,
-        root: str | None = None,
-        size: tuple[int, int] = (120, 160),
-        batch_size: int = 16,
-        num_workers: int | None = None,
-        valid_persons: list[str | int] = ("13",),
-        seed: int = 42,
-        augment: bool | str | dict = True,
-        augment_on: str = "auto",
-        predict_dir: str | None = None,
-        feedback: str | None = None,
-    ):
-        super().__init__(root, size=size, batch_size=batch_size, num_workers=num_workers, seed=seed, augment=augment,
-                         augment_on=augment_on, predict_dir=predict_dir, feedback=feedback)
+    def __init__(self, root: str | None = None, size: tuple[int, int] = (120, 160), valid_persons: list[str | int] = ("13",), **kwargs):
+        # the frames come from the person folders (candidates) and the split from valid_persons, not from a CSV
+        super().__init__(root, csv="", folder=".", file_column="", x_column="", y_column="", suffix=FRAME_SUFFIX, point_fn=None,
+                         split=None, valid_pct=0.0, size=size, **kwargs)
         self.valid_persons = self.person_names(valid_persons)
         self._calibrations: dict[Path, np.ndarray] = {}
 

@@ -25,44 +25,24 @@ class CamVidDataModule(SegmentationDataModule):
       (a ``codes.txt`` beside the folders names the classes instead).
 
     Args:
-        size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
-        valid_pct: validation share where the layout gives no split.
-        augment: the training split's augmentation: ``true`` (flips, small affine, lighting),
-            ``false``, ``flip`` (flips only) or a mapping of ``datamodules.augment.Augment`` fields.
-        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
-            batches on the device) or ``auto`` (gpu when training on CUDA).
+        void_class: the class (name or id) ignored by loss and metrics (default ``Void``/``Unlabelled``).
         cache_resized: decode and resize each image and mask once, keep them (per size) under
             ``$LESSON3_CACHE/resized/`` and read them from there afterwards: full-size CamVid PNG
             decoding is the loaders' bottleneck on a fast GPU.
-        predict_dir: folder of images for ``predict`` (default: the validation images).
-        void_class: the class (name or id) ignored by loss and metrics (default ``Void``/``Unlabelled``).
-        feedback: ``serve.py``'s feedback store: corrected masks join the training split.
+        size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            batch_size, num_workers, valid_pct (where the layout gives no split), seed, augment,
+            augment_on, predict_dir, skip_unreadable, feedback).
     """
 
     void_names = ("Void", "Unlabelled")
     cache_prefix = "camvid"
     folders_what = ("fastai CamVid images", "fastai CamVid labels")
 
-    def __init__(
-        self,
-        root: str | None = None,
-        size: tuple[int, int] = (96, 128),
-        batch_size: int = 8,
-        num_workers: int | None = None,
-        valid_pct: float = 0.2,
-        seed: int = 42,
-        augment: bool | str | dict = True,
-        augment_on: str = "auto",
-        cache_resized: bool = False,
-        predict_dir: str | None = None,
-        void_class: int | str | None = None,
-        feedback: str | None = None,
-    ):
-        super().__init__(
-            root, images="images", masks="labels", mask_pattern="{stem}_P{suffix}", codes="codes.txt", void_class=void_class,
-            split=None, valid_pct=valid_pct, size=size, batch_size=batch_size, num_workers=num_workers, seed=seed,
-            augment=augment, augment_on=augment_on, cache_resized=cache_resized, predict_dir=predict_dir, feedback=feedback,
-        )
+    def __init__(self, root: str | None = None, void_class: int | str | None = None, cache_resized: bool = False, size: tuple[int, int] = (96, 128), **kwargs):
+        # the layout decides the folders, the pattern and the split (valid.txt, SegNet's folders or random)
+        super().__init__(root, folder="images", mask_folder="labels", mask_pattern="{stem}_P{suffix}", classes=None, codes="codes.txt",
+                         void_class=void_class, cache_resized=cache_resized, split=None, size=size, **kwargs)
 
     @property
     def layout(self) -> str:
@@ -80,7 +60,7 @@ class CamVidDataModule(SegmentationDataModule):
     def fallback_classes(self) -> tuple[list[str], str] | None:
         return (list(SEGNET_CLASSES), "the SegNet classes") if self.layout == "segnet" else None
 
-    def split_spec(self):
+    def split_spec(self, columns=(), folder=None):
         """fastai's ``valid.txt`` where there is one, else a seeded random split."""
         return "names:valid.txt" if (self.root_path / "valid.txt").is_file() else "random"
 
@@ -95,7 +75,7 @@ class CamVidDataModule(SegmentationDataModule):
             if stage == "test" and not (root / folder).exists():
                 split[stage] = []  # withheld (e.g. a train+val copy): only `test` needs it
                 continue
-            img_dir = self.folder(folder, f"SegNet CamVid {folder} images")
-            ann_dir = self.folder(f"{folder}annot", f"SegNet CamVid {folder} annotations")
+            img_dir = self.under_root(folder, f"SegNet CamVid {folder} images")
+            ann_dir = self.under_root(f"{folder}annot", f"SegNet CamVid {folder} annotations")
             split[stage] = self.pairs(list_images(img_dir), img_dir, ann_dir, "{name}")
         return split

@@ -24,15 +24,14 @@ from pathlib import Path
 
 import cv2
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
-from .base import DataError, read_rgb
-from .checks import DECODE_BUDGET, check_images, read_text
+from .base import DataError, read_rgb, unique_classes
+from .checks import read_text
 from .classify_sample import write_classify_sample
-from .files import IMAGE_EXTS, image_file, list_images
+from .files import IMAGE_EXTS, list_images, locate
 from .images import ImageDataModule
-from .splits import parse_split, split_items
+from .splits import default_split, split_folders, split_items
 
 
 @dataclass
@@ -66,16 +65,17 @@ def scan_class_folders(root: Path, parent: Path, items: Items) -> None:
             items.add(p, folder.name, p.relative_to(root).as_posix(), f"class folder {folder}")
 
 
-def read_csv_items(path: Path, images: Path, file_column: str, label_column: str, suffix: str, split_column: str | None) -> Items:
-    """The rows of a ``file,label`` CSV, each image found under ``images``, checked."""
-    items, seen = Items(str(path)), {}
+def read_csv_items(path: Path, images: Path, file_column: str, label_column: str, suffix: str | None, split) -> Items:
+    """The rows of a ``file,label`` CSV, each image found under ``images`` (:func:`~datamodules.files.locate`),
+    with the split column's values where ``split`` (or its default, ``is_valid``) names one the CSV has."""
+    items, seen, names, rows = Items(str(path)), {}, [], []
     with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
         missing = [c for c in (file_column, label_column) if c not in cols]
         if missing:
             raise DataError(f"{path}: no column(s) {missing}; found {cols} (set --data.init_args.file_column / label_column).")
-        column = [] if split_column in cols else None
+        split_column = default_split(split, cols).get("column")
         for row in reader:
             where = f"{path}, row {reader.line_num}"
             name, label = (row[file_column] or "").strip(), (row[label_column] or "").strip()
@@ -86,15 +86,14 @@ def read_csv_items(path: Path, images: Path, file_column: str, label_column: str
             if name in seen:
                 raise DataError(f"{where}: '{name}' again (first on row {seen[name]}); one row per image.")
             seen[name] = reader.line_num
-            file = image_file(images, name, suffix)
-            if not file.is_file():
-                raise DataError(f"{file}: image missing (named in {where}); fix the name, --data.init_args.folder or --data.init_args.suffix.")
-            items.add(file, label, name, where)
-            if column is not None:
-                column.append(row[split_column] or "")
-    if not items.paths:
+            names.append(name)
+            rows.append((label, where, (row.get(split_column) or "") if split_column in cols else None))
+    if not names:
         raise DataError(f"{path}: no rows.")
-    items.column = column
+    files = locate(images, names, [f"named in {where}" for _, where, _ in rows], suffix, "fix the name, --data.init_args.folder or --data.init_args.suffix.")
+    for file, name, (label, where, _) in zip(files, names, rows):
+        items.add(file, label, name, where)
+    items.column = [v for _, _, v in rows] if split_column in cols else None
     return items
 
 
@@ -127,22 +126,19 @@ class ClassifyDataModule(ImageDataModule):
 
     Args:
         root: the data folder (see the module docstring for its layouts); None: the built-in sample.
-        size: square side or [height, width] the images are resized to (squashed, as served).
-        split: ``folder``, ``random``, ``column:NAME``, ``names:FILE`` or ``function:module.fn``
-            (:mod:`datamodules.splits`); default: ``folder`` where there is a ``valid/``, else ``random``.
-        valid_pct: the random split's validation share (seeded by ``seed``); ``test`` uses the validation split.
         classes: the class list (default: the sorted labels found); a label outside it is an error.
         csv: a ``file,label`` CSV (relative to the root, or absolute); default: ``labels.csv`` at the
             root where the root has no class folders.
+        folder: where the CSV's images are, relative to the root (default: the root).
         file_column: the CSV's image column.
         label_column: the CSV's label column.
-        folder: where the CSV's images are, relative to the root (default: the root).
-        suffix: added to CSV names without an image extension (e.g. ``.jpg``).
-        augment: ``true`` (flips, rotation, zoom, lighting), ``false``, ``flip`` or a mapping of
-            ``datamodules.augment.Augment`` fields.
-        augment_on: ``cpu`` (loaders), ``gpu`` (whole batches on the device) or ``auto``.
-        predict_dir: folder of images for ``predict`` (default: the validation images).
-        feedback: ``serve.py``'s feedback store: images with their corrected labels join the training split.
+        suffix: added to CSV names without an image extension (e.g. ``.jpg``); None: the folder's
+            one image of that stem, whatever its extension.
+        size: square side or [height, width] the images are resized to (squashed, as served).
+        batch_size: images per batch.
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            split (default: ``folder`` where there is a ``valid/``, ``column:is_valid`` where the CSV
+            has it, else ``random``), valid_pct, seed, augment, augment_on, predict_dir, skip_unreadable, feedback, ...).
     """
 
     sample_name = "classify"
@@ -150,33 +146,13 @@ class ClassifyDataModule(ImageDataModule):
     size_rule = (16, 1, "")
 
     def __init__(
-        self,
-        root: str | None = None,
-        size: int | tuple[int, int] = 224,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        split: str | dict | None = None,
-        valid_pct: float = 0.2,
-        seed: int = 42,
-        classes: list[str] | None = None,
-        csv: str | None = None,
-        file_column: str = "file",
-        label_column: str = "label",
-        folder: str = "",
-        suffix: str = "",
-        augment: bool | str | dict = True,
-        augment_on: str = "auto",
-        predict_dir: str | None = None,
-        feedback: str | None = None,
+        self, root: str | None = None, classes: list[str] | None = None, csv: str | None = None, folder: str = "",
+        file_column: str = "file", label_column: str = "label", suffix: str | None = None,
+        size: int | tuple[int, int] = 224, batch_size: int = 32, **kwargs,
     ):
-        super().__init__(root, batch_size, num_workers, seed, feedback)
-        self.size = self.check_size(size)
-        self.split, self.valid_pct, self.csv, self.file_column, self.label_column = split, valid_pct, csv, file_column, label_column
-        self.folder, self.suffix, self.augment, self.augment_on, self.predict_dir = folder, suffix, augment, augment_on, predict_dir
-        parse_split(split)  # a wrong option stops here, before any data is read
-        self._given = list(classes) if classes else None
-        if self._given and len(set(self._given)) != len(self._given):
-            raise DataError(f"--data.init_args.classes: duplicate classes {sorted({c for c in self._given if self._given.count(c) > 1})}.")
+        super().__init__(root, size=size, batch_size=batch_size, **kwargs)
+        self.csv, self.folder, self.file_column, self.label_column, self.suffix = csv, folder, file_column, label_column, suffix
+        self._given = unique_classes(classes)
         self._items: Items | None = None
 
     def write_sample(self, folder: Path) -> None:
@@ -199,8 +175,7 @@ class ClassifyDataModule(ImageDataModule):
 
     def folder_names(self) -> tuple[str, str]:
         """The training and validation folders (``split: {by: folder, train: .., valid: ..}`` renames them)."""
-        spec = parse_split(self.split)
-        return (spec.get("train", "train"), spec.get("valid", "valid")) if spec["by"] == "folder" else ("train", "valid")
+        return split_folders(self.split)
 
     def items(self) -> Items:
         """Every labelled image (scanned once), its label checked against ``classes`` where given."""
@@ -211,8 +186,7 @@ class ClassifyDataModule(ImageDataModule):
             path = root / (self.csv or "labels.csv")
             if not path.is_file():
                 raise DataError(f"{path}: no such CSV (--data.init_args.csv).")
-            split = parse_split(self.split)
-            items = read_csv_items(path, root / self.folder, self.file_column, self.label_column, self.suffix, split.get("column"))
+            items = read_csv_items(path, root / self.folder, self.file_column, self.label_column, self.suffix, self.split)
         else:
             items = Items(str(root))
             parents = [root / f for f in self.folder_names()] if kind == "train_valid" else [root]
@@ -244,20 +218,12 @@ class ClassifyDataModule(ImageDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def split_spec(self) -> dict:
-        if self.split is not None:
-            return parse_split(self.split)
-        return {"by": "folder"} if self.layout() == "train_valid" and (self.root_path / "valid").is_dir() else {"by": "random"}
-
-    # -- setup ----------------------------------------------------------------------
-    def _check_readable(self, items: Items) -> None:
-        """Every image opens and is complete (a bounded sample decoded in full, as for Planet)."""
-        errors, left = check_images(items.paths, DECODE_BUDGET, self.seed)
-        if errors:
-            i = min(errors)
-            raise DataError(f"{errors[i]} Listed in {items.sources[i]}; replace the file or remove it.")
-        if left:
-            rank_zero_info(f"{items.source}: {left} of {len(items.paths)} images were not decoded at setup (beyond a sample); a broken one stops the run when it loads.")
+    def split_spec(self, columns=(), folder: Path | None = None) -> dict:
+        """The split (default: ``folder`` in the train/valid layout with a ``valid/``, ``column:is_valid``
+        where the CSV has that column, else ``random``)."""
+        items = self.items()
+        columns = ("is_valid",) if items.column is not None and self.split is None else ()
+        return default_split(self.split, columns, self.root_path if self.layout() == "train_valid" else None)
 
     def dataset(self, stage: str, idx: list[int], items: Items, targets: list[int]) -> ClassifyDataset:
         paths, names, sources = ([values[i] for i in idx] for values in (items.paths, items.names, items.sources))
@@ -269,12 +235,13 @@ class ClassifyDataModule(ImageDataModule):
             self.datasets["predict"] = ClassifyDataset(paths, None, [p.name for p in paths], self.transform(False), self.size)
             return
         items = self.items()
-        self._check_readable(items)
+        keep = self.readable(items.paths, items.sources)
         self.choose_batch_augment()
         index = {c: k for k, c in enumerate(self.classes)}
         targets = [index[label] for label in items.labels]
         tr, va = split_items(items.names, self.split_spec(), valid_pct=self.valid_pct, seed=self.seed, column=items.column,
                              folders=items.folders, root=self.root_path, source=items.source)
+        tr, va = [i for i in tr if keep[i]], [i for i in va if keep[i]]
         for s, idx in (("train", tr), ("valid", va), ("test", va)):
             self.datasets[s] = self.dataset(s, idx, items, targets)
         if stage in (None, "fit") and self.feedback:

@@ -6,14 +6,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import albumentations as A
+import numpy as np
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from .augment import Augment
-from .base import BaseDataModule, parse_size
+from .base import BaseDataModule, DataError, parse_size
+from .checks import DECODE_BUDGET, check_images
 from .files import predict_images
+from .splits import default_split, parse_split
+
+SKIP_HINT = "--data.init_args.skip_unreadable true leaves such images out."
 
 
 class ImageDataModule(BaseDataModule):
-    """A :class:`BaseDataModule` over images (subclasses set ``size``, ``augment``, ``predict_dir``).
+    """A :class:`BaseDataModule` over images: the options every image kind shares.
+
+    Args:
+        root: the data folder; ``None``: the kind's built-in sample.
+        size: square side or [height, width] the images are resized to (:meth:`set_size`).
+        batch_size: images per batch.
+        num_workers: loader processes; ``None`` follows the machine (cores - 1, at most 8).
+        seed: seed of a random validation split.
+        split: the validation split (``datamodules.splits``): ``random`` (``valid_pct``, ``seed``),
+            ``column:NAME``, ``folder``, ``names:FILE`` or ``function:module.fn``; ``None``: by an
+            ``is_valid`` column or a ``valid/`` folder where the data has one, else ``random``.
+        valid_pct: the validation share of a random split; ``test`` uses the validation split
+            unless the layout has its own.
+        augment: ``true`` (the kind's ``default_augment``), ``false``, ``flip`` or a mapping of
+            ``datamodules.augment.Augment`` fields; the same spec drives both paths.
+        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (whole batches on the
+            device) or ``auto`` (gpu when training on CUDA).
+        predict_dir: folder of images for ``predict`` (default: the validation images).
+        skip_unreadable: decode every listed image at setup and leave out (and count, in
+            ``self.skipped``) those that cannot be read, instead of stopping at the first.
+        feedback: ``serve.py``'s feedback store: its corrected examples join the training split.
 
     Class attributes a subclass may set:
         size_rule: (minimum, multiple, hint) that ``--data.size`` must meet.
@@ -26,6 +52,22 @@ class ImageDataModule(BaseDataModule):
     default_augment = Augment()
     size: tuple[int, int] = (64, 64)
     predict_dir: str | None = None
+
+    def __init__(
+        self, root: str | None = None, size: int | tuple[int, int] = 64, batch_size: int = 32, num_workers: int | None = None,
+        seed: int = 42, split: str | dict | None = None, valid_pct: float = 0.2, augment: bool | str | dict = True,
+        augment_on: str = "auto", predict_dir: str | None = None, skip_unreadable: bool = False, feedback: str | None = None,
+    ):
+        super().__init__(root, batch_size, num_workers, seed, feedback)
+        self.size = self.check_size(size)
+        parse_split(split)  # a bad option is one line before any data is read
+        self.split, self.valid_pct, self.augment, self.augment_on = split, valid_pct, augment, augment_on
+        self.predict_dir, self.skip_unreadable = predict_dir, skip_unreadable
+        self.skipped: list[str] = []
+
+    def split_spec(self, columns=(), folder: Path | None = None) -> dict:
+        """The ``split`` option as a mapping (``None``: ``is_valid`` column, ``valid/`` folder, else random)."""
+        return default_split(self.split, columns, folder)
 
     @classmethod
     def check_size(cls, size) -> tuple[int, int]:
@@ -60,3 +102,26 @@ class ImageDataModule(BaseDataModule):
     def predict_paths(self) -> list[Path] | None:
         """The images of ``--data.predict_dir`` (one line if none), or None without one."""
         return predict_images(Path(self.predict_dir).expanduser()) if self.predict_dir else None
+
+    def find_unreadable(self, paths: list[Path]) -> dict[int, DataError]:
+        """The images that do not open or are incomplete, by index (:func:`~datamodules.checks.check_images`:
+        every one with ``skip_unreadable``, else a bounded sample of those needing a full decode)."""
+        errors, left = check_images(paths, None if self.skip_unreadable else DECODE_BUDGET, self.seed)
+        if left:
+            rank_zero_info(f"{paths[0].parent}: {left} of {len(paths)} images were not decoded at setup (beyond a sample); a broken one stops the run when it loads.")
+        return errors
+
+    def readable(self, paths: list[Path], sources: list[str]) -> np.ndarray:
+        """Which images to keep: without ``skip_unreadable`` the first bad one is an error naming it
+        and where it is listed; with it the bad ones are left out, listed in ``self.skipped`` and
+        counted in one warning."""
+        errors = self.find_unreadable(paths) if paths else {}
+        if errors and not self.skip_unreadable:
+            i = min(errors)
+            raise DataError(f"{errors[i]} Listed in {sources[i]}. {SKIP_HINT}")
+        keep = np.ones(len(paths), bool)
+        keep[list(errors)] = False
+        self.skipped = [str(paths[i]) for i in sorted(errors)]
+        if self.skipped:
+            rank_zero_warn(f"{paths[0].parent}: left out {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]} (--data.init_args.skip_unreadable).")
+        return keep

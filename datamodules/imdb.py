@@ -48,38 +48,19 @@ class IMDBDataModule(TextDataModule):
     data: train, valid, test and unsup), split randomly by ``valid_pct`` for the perplexity.
 
     Args:
-        backbone: see :class:`~datamodules.text.TextDataModule` (default: the model's tokenizer).
-        max_length: truncation length in tokens, special tokens included.
-        lm: language-model data (all texts, no labels).
-        valid_pct: validation share where the layout gives no split (and in ``lm`` mode).
-        predict_path: a CSV with a ``text`` column, a folder of ``.txt`` reviews (searched
-            recursively) or one ``.txt`` file; default: the validation split.
         include_unsup: ``lm`` mode: use aclImdb's ``train/unsup`` texts too.
-        feedback: ``serve.py``'s feedback store: reviews with corrected labels join the training split.
+        **kwargs: :class:`~datamodules.text.TextDataModule`'s options other than the layout's
+            (backbone, max_length, lm, batch_size, num_workers, valid_pct, seed, predict_path, feedback).
     """
 
     noun = "review"
     folder_labels = {"neg": "negative", "pos": "positive"}
     label_hint = "fix the row"
 
-    def __init__(
-        self,
-        root: str | None = None,
-        backbone: str | None = None,
-        max_length: int = 512,
-        lm: bool = False,
-        batch_size: int = 16,
-        num_workers: int | None = 0,
-        valid_pct: float = 0.2,
-        seed: int = 42,
-        predict_path: str | None = None,
-        include_unsup: bool = True,
-        feedback: str | None = None,
-    ):
-        super().__init__(
-            root, classes=CLASSES, unlabelled=["unsup"], backbone=backbone, max_length=max_length, lm=lm, batch_size=batch_size,
-            num_workers=num_workers, valid_pct=valid_pct, seed=seed, predict_path=predict_path, feedback=feedback,
-        )
+    def __init__(self, root: str | None = None, include_unsup: bool = True, **kwargs):
+        # the layout fixes the columns, the classes and the split (is_valid, aclImdb's folders or valid_pct)
+        super().__init__(root, csv=None, text_column="text", label_column="label", classes=CLASSES, split=None, allow_unlabelled=False,
+                         unlabelled=["unsup"], **kwargs)
         self.include_unsup = self.include_unlabelled = include_unsup
 
     def report(self, message: str) -> None:

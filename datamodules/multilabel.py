@@ -3,7 +3,7 @@
 The lesson's Planet data block for any tag vocabulary::
 
     root/
-      labels.csv            image_name,tags           (--data.init_args.csv, name_column, label_column)
+      labels.csv            image_name,tags           (--data.init_args.csv, file_column, label_column)
                             beach_01,sand sea sky     (tags split on label_delim: whitespace, ';', ...)
       train/beach_01.jpg    (--data.init_args.folder; a CSV name may hold sub-folders or its extension)
 
@@ -22,16 +22,15 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
 from .augment import Augment
-from .base import DataError, read_rgb, require_dir
-from .checks import DECODE_BUDGET, check_images
-from .images import ImageDataModule
+from .base import DataError, read_rgb, require_dir, unique_classes
+from .images import SKIP_HINT, ImageDataModule
 from .planet_sample import write_planet_sample
-from .splits import parse_split, split_items
-from .tags import HINTS, TagRow, locate, read_tag_csv
+from .splits import split_items
+from .files import locate
+from .tags import HINTS, TagRow, read_tag_csv
 
 
 class MultiLabelDataset(Dataset):
@@ -61,7 +60,7 @@ class MultiLabelDataset(Dataset):
             image = self.read(path, draft=(self.size[1], self.size[0]))
         except DataError as e:
             where = f" Listed in {self.sources[i]}." if self.sources else ""
-            raise DataError(f"{e}{where} --data.init_args.skip_unreadable true leaves such images out.") from e
+            raise DataError(f"{e}{where} {SKIP_HINT}") from e
         out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": path.stem}
         if self.targets is not None:
             out["target"] = self.targets[i]
@@ -75,7 +74,7 @@ class MultiLabelDataModule(ImageDataModule):
         root: the data folder; None: the built-in Planet sample.
         csv: the label CSV, relative to ``root``.
         folder: the image folder the CSV names are relative to, under ``root`` (``.``: root itself).
-        name_column: the CSV column of image names.
+        file_column: the CSV column of image names.
         label_column: the CSV column of tags.
         label_delim: what separates the tags in a cell (default: whitespace).
         suffix: appended to names without an image extension (``.jpg``); None: the folder's
@@ -83,18 +82,9 @@ class MultiLabelDataModule(ImageDataModule):
         classes: the tag list (default: every tag of the CSV, sorted); a tag outside a given list
             is an error.
         allow_empty: an empty tag cell means "no tag" (an all-zero target) instead of an error.
-        split: the validation split (``datamodules.splits``): ``random`` (``valid_pct``, ``seed``),
-            ``column:NAME``, ``folder`` (names under ``train/`` and ``valid/``), ``names:FILE``,
-            ``function:module.fn``; ``test`` uses the validation images.
         size: square side or (height, width) the images are resized to (:meth:`set_size`).
-        augment: ``true`` (``default_augment``), ``false``, ``flip`` or a mapping of
-            ``datamodules.augment.Augment`` fields.
-        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (whole batches on the device)
-            or ``auto`` (gpu when training on CUDA).
-        predict_dir: folder of images for ``predict`` (default: the validation images).
-        skip_unreadable: decode every listed image at setup and leave out (and count, in
-            ``self.skipped``) those that cannot be read, instead of failing on the first.
-        feedback: ``serve.py``'s feedback store: images with corrected tags join the training split.
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            batch_size, split, valid_pct, augment, predict_dir, skip_unreadable, feedback, ...).
     """
 
     sample_name = "planet"
@@ -104,24 +94,14 @@ class MultiLabelDataModule(ImageDataModule):
     hints: dict = {}  # replaces some of HINTS
 
     def __init__(
-        self, root: str | None = None, csv: str = "labels.csv", folder: str = "train", name_column: str = "image_name",
-        label_column: str = "tags", label_delim: str | None = None, suffix: str | None = None, classes: list[str] | None = None,
-        allow_empty: bool = False, split: str | dict = "random", valid_pct: float = 0.2, seed: int = 42,
-        size: int | tuple[int, int] = 64, batch_size: int = 32, num_workers: int | None = None, augment: bool | str | dict = True,
-        augment_on: str = "auto", predict_dir: str | None = None, skip_unreadable: bool = False, feedback: str | None = None,
+        self, root: str | None = None, csv: str = "labels.csv", folder: str = "train", file_column: str = "image_name", label_column: str = "tags",
+        label_delim: str | None = None, suffix: str | None = None, classes: list[str] | None = None, allow_empty: bool = False,
+        size: int | tuple[int, int] = 64, **kwargs,
     ):
-        super().__init__(root, batch_size, num_workers, seed, feedback)
-        self.size = self.check_size(size)
-        self.csv, self.folder, self.name_column, self.label_column = csv, folder, name_column, label_column
-        self.label_delim, self.suffix, self.allow_empty, self.split = label_delim, suffix, allow_empty, split
-        self.valid_pct, self.augment, self.augment_on, self.predict_dir = valid_pct, augment, augment_on, predict_dir
-        self.skip_unreadable = skip_unreadable
-        parse_split(split)  # a bad option is one line before any data is read
-        self._classes = list(classes) if classes else None
-        dup = sorted({c for c in self._classes or [] if self._classes.count(c) > 1})
-        if dup:
-            raise DataError(f"--data.init_args.classes: duplicate tags {dup}.")
-        self.skipped: list[str] = []
+        super().__init__(root, size=size, **kwargs)
+        self.csv, self.folder, self.file_column, self.label_column = csv, folder, file_column, label_column
+        self.label_delim, self.suffix, self.allow_empty = label_delim, suffix, allow_empty
+        self._classes = unique_classes(classes, "tags")
 
     def write_sample(self, folder: Path) -> None:
         write_planet_sample(folder)
@@ -149,7 +129,7 @@ class MultiLabelDataModule(ImageDataModule):
         return "csv", csv_path, require_dir(root / self.folder, f"the images named in {self.csv}; --data.init_args.folder")
 
     def read_rows(self, csv_path: Path) -> list[TagRow]:
-        return read_tag_csv(csv_path, self._classes, self.name_column, self.label_column, self.label_delim, self.allow_empty, self.hints)
+        return read_tag_csv(csv_path, self._classes, self.file_column, self.label_column, self.label_delim, self.allow_empty, self.hints)
 
     def transform(self, train: bool) -> A.Compose:
         h, w = self.size
@@ -161,43 +141,26 @@ class MultiLabelDataModule(ImageDataModule):
         valid) indices of the usable ones among them."""
         _, csv_path, img_dir = self.layout()
         rows = self.read_rows(csv_path)
-        paths = locate(img_dir, rows, self.suffix, csv_path, {**HINTS, **self.hints}["missing"])
+        wheres = [f"named in {csv_path}, line {r.line}" for r in rows]
+        paths = locate(img_dir, [r.name for r in rows], wheres, self.suffix, {**HINTS, **self.hints}["missing"])
         index = {c: i for i, c in enumerate(self.classes)}
         targets = np.zeros((len(rows), len(index)), np.float32)
         for k, r in enumerate(rows):
             targets[k, [index[t] for t in r.tags]] = 1
         sources = [f"{csv_path.name}, line {r.line}" for r in rows]
         train, valid = self._split(rows, csv_path)
-        keep = self._readable(paths, sources)
-        if self.skip_unreadable:
-            self.skipped = [str(paths[i]) for i in range(len(paths)) if not keep[i]]
-            if self.skipped:
-                rank_zero_warn(f"{img_dir}: left out {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]} (--data.init_args.skip_unreadable).")
-            train, valid = [i for i in train if keep[i]], [i for i in valid if keep[i]]
+        keep = self.readable(paths, sources)
+        train, valid = [i for i in train if keep[i]], [i for i in valid if keep[i]]
         return paths, targets, sources, train, valid
 
     def _split(self, rows: list[TagRow], csv_path: Path) -> tuple[list[int], list[int]]:
         """(train, valid) row indices under the ``split`` option."""
-        spec = parse_split(self.split)
+        spec = self.split_spec(rows[0].values)
         names = [r.name for r in rows]
         column = spec.get("column") if spec["by"] == "column" else None
         values = [r.values.get(column) or "" for r in rows] if column in rows[0].values else None
         folders = [n.split("/", 1)[0] if "/" in n else "" for n in names] if any("/" in n for n in names) else None
         return split_items(names, spec, valid_pct=self.valid_pct, seed=self.seed, column=values, folders=folders, root=self.root_path, source=str(csv_path))
-
-    def _readable(self, paths: list[Path], sources: list[str]) -> np.ndarray:
-        """Which images open and are complete (:func:`~datamodules.checks.check_images`: all with
-        ``skip_unreadable``, else a bounded sample of those needing a full decode); without
-        ``skip_unreadable`` the first bad one is an error naming it and its CSV line."""
-        errors, left = check_images(paths, None if self.skip_unreadable else DECODE_BUDGET, self.seed)
-        if errors and not self.skip_unreadable:
-            i = min(errors)
-            raise DataError(f"{errors[i]} Listed in {sources[i]}. --data.init_args.skip_unreadable true leaves such images out.")
-        if left:
-            rank_zero_info(f"{paths[0].parent}: {left} of {len(paths)} images were not decoded at setup (JPEGs without an end marker, beyond a sample); a broken one stops the run when it loads.")
-        keep = np.ones(len(paths), bool)
-        keep[list(errors)] = False
-        return keep
 
     def default_predict_paths(self) -> list[Path] | None:
         """What ``predict`` reads without ``predict_dir`` (None: the validation images)."""

@@ -69,8 +69,8 @@ class PlanetDataModule(MultiLabelDataModule):
         max_zoom: largest zoom-in factor.
         predict_dir: folder of images for ``predict``; default: the Kaggle ``test-jpg/`` and
             ``test-jpg-additional/`` folders when the root has them, else the validation images.
-        augment_on, skip_unreadable, feedback, batch_size, num_workers, seed: as
-            :class:`~datamodules.multilabel.MultiLabelDataModule`.
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            batch_size, num_workers, seed, augment_on, skip_unreadable, feedback).
     """
 
     sample_name = "planet"
@@ -78,28 +78,12 @@ class PlanetDataModule(MultiLabelDataModule):
     hints = PLANET_HINTS
 
     def __init__(
-        self,
-        root: str | None = None,
-        size: int | tuple[int, int] = 64,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        valid_pct: float = 0.2,
-        seed: int = 42,
-        classes: list[str] | None = None,
-        augment: bool | str | dict = True,
-        augment_on: str = "auto",
-        max_rotate: float = 10.0,
-        max_lighting: float = 0.1,
-        max_zoom: float = 1.05,
-        predict_dir: str | None = None,
-        skip_unreadable: bool = False,
-        feedback: str | None = None,
-        split: str | dict = "random",
+        self, root: str | None = None, size: int | tuple[int, int] = 64, classes: list[str] | None = None, split: str | dict = "random",
+        max_rotate: float = 10.0, max_lighting: float = 0.1, max_zoom: float = 1.05, **kwargs,
     ):
         super().__init__(
-            root, suffix=self.image_ext, classes=list(classes) if classes else list(PLANET_TAGS), split=split, valid_pct=valid_pct,
-            seed=seed, size=size, batch_size=batch_size, num_workers=num_workers, augment=augment, augment_on=augment_on,
-            predict_dir=predict_dir, skip_unreadable=skip_unreadable, feedback=feedback,
+            root, csv="labels.csv", folder="train", file_column="image_name", label_column="tags", label_delim=None, suffix=self.image_ext,
+            classes=list(classes) if classes else list(PLANET_TAGS), allow_empty=False, size=size, split=split, **kwargs,
         )
         self.max_rotate, self.max_lighting, self.max_zoom = max_rotate, max_lighting, max_zoom
         # the lesson's satellite recipe: the dihedral group, small rotation and zoom, lighting 0.1

@@ -24,15 +24,14 @@ import albumentations as A
 import numpy as np
 
 from .augment import Augment
-from .base import DataError, require_dir
+from .base import DataError, require_dir, stage_splits
 from .checks import check_image, read_text
 from .files import IMAGE_EXTS, image_file, list_images
 from .images import ImageDataModule
 from .point_dataset import Item, PointDataset, as_pair, image_size, resize_point, scale_point
-from .splits import load_function, parse_split, split_items
+from .splits import load_function, split_items
 
 __all__ = ["Candidate", "Item", "PointDataset", "PointsDataModule", "as_pair", "image_size", "resize_point", "scale_point", "write_points_sample"]
-STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("valid",), "predict": ("valid",)}
 
 
 class Candidate(NamedTuple):
@@ -68,18 +67,15 @@ class PointsDataModule(ImageDataModule):
         csv: the points CSV, relative to the root (one row per image).
         folder: the image folder, relative to the root (``.``: the root itself).
         file_column, x_column, y_column: the CSV's column names of the image file and the point (pixels).
+        suffix: added to CSV names without an image extension.
         point_fn: ``module.fn`` of your own code (on the Python path) giving ``fn(image_path) ->
             (x, y)``; then every image under ``folder`` is used and the CSV is not read.
-        split: the validation split (``datamodules.splits``): ``random`` (``valid_pct``, ``seed``),
-            ``column:NAME`` (a CSV column), ``folder``, ``names:FILE`` or ``function:module.fn``.
-        valid_pct: the validation share of a random split.
         size: (height, width) the images are resized to.
-        augment: ``true`` (flips, rotation, zoom, lighting, zero padding), ``false``, ``flip`` or a
-            mapping of ``datamodules.augment.Augment`` fields; points move with the image.
-        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
-            batches on the device, the point moved with the image) or ``auto`` (gpu when training on CUDA).
-        predict_dir: folder of images for ``predict``.
-        feedback: ``serve.py``'s feedback store: images with corrected points join the training split.
+        batch_size: images per batch.
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            split (default: ``column:is_valid`` where the CSV has that column, else ``random``),
+            valid_pct, seed, augment (``true``: flips, rotation, zoom, lighting, zero padding; points
+            move with the image on both paths), augment_on, predict_dir, feedback, ...).
     """
 
     sample_name = "points"
@@ -90,31 +86,12 @@ class PointsDataModule(ImageDataModule):
     default_augment = Augment(padding="zeros")
 
     def __init__(
-        self,
-        root: str | None = None,
-        csv: str = "points.csv",
-        folder: str = "images",
-        file_column: str = "file",
-        x_column: str = "x",
-        y_column: str = "y",
-        point_fn: str | None = None,
-        split: str | dict = "random",
-        valid_pct: float = 0.2,
-        size: tuple[int, int] = (120, 160),
-        batch_size: int = 16,
-        num_workers: int | None = None,
-        seed: int = 42,
-        augment: bool | str | dict = True,
-        augment_on: str = "auto",
-        predict_dir: str | None = None,
-        feedback: str | None = None,
+        self, root: str | None = None, csv: str = "points.csv", folder: str = "images", file_column: str = "file", x_column: str = "x",
+        y_column: str = "y", suffix: str = ".jpg", point_fn: str | None = None, size: tuple[int, int] = (120, 160), batch_size: int = 16, **kwargs,
     ):
-        super().__init__(root, batch_size, num_workers, seed, feedback)
-        self.size = self.check_size(size)
-        self.csv, self.folder, self.point_fn = csv, folder, point_fn
+        super().__init__(root, size=size, batch_size=batch_size, **kwargs)
+        self.csv, self.folder, self.point_fn, self.suffix = csv, folder, point_fn, suffix
         self.file_column, self.x_column, self.y_column = file_column, x_column, y_column
-        self.split, self.valid_pct = split, valid_pct
-        self.augment, self.augment_on, self.predict_dir = augment, augment_on, predict_dir
 
     def write_sample(self, folder: Path) -> None:
         write_points_sample(folder)
@@ -165,7 +142,7 @@ class PointsDataModule(ImageDataModule):
         for row in reader:
             where = f"{path}, row {reader.line_num}"
             name = (row[self.file_column] or "").strip()
-            img = image_file(folder, name)
+            img = image_file(folder, name, self.suffix)
             if not name or not img.is_file():
                 raise DataError(f"{where}: image '{name}' not found in {folder}; fix its {self.file_column} or remove the row.")
             if name in seen:
@@ -210,8 +187,8 @@ class PointsDataModule(ImageDataModule):
 
     def split_of(self, cands: list[Candidate], stage: str | None) -> dict[str, list[int]]:
         """Candidate indices per split under the ``split`` option."""
-        spec = parse_split(self.split)
         rows = [c.row or {} for c in cands]
+        spec = self.split_spec(rows[0] if all(rows) else ())
         column = [r[spec["column"]] for r in rows] if spec["by"] == "column" and all(spec["column"] in r for r in rows) else None
         folders = [c.name.split("/")[0] for c in cands] if all("/" in c.name for c in cands) else None
         train, valid = split_items(
@@ -230,11 +207,15 @@ class PointsDataModule(ImageDataModule):
             return
         cands = self.candidates()
         index = self.split_of(cands, stage)
-        items = {}
-        for s in STAGE_SPLITS.get(stage, ("train", "valid")):
+        needed = ["valid" if s == "test" else s for s in stage_splits(stage)]  # test: the validation split
+        for s in needed:
             if not index[s]:
                 raise DataError(f"{self.source}: the '{s}' split is empty ({len(cands)} images, split {self.split!r}); change --data.init_args.split or valid_pct.")
-            items[s] = [self.checked(cands[i]) for i in index[s]]
+        if self.skip_unreadable:  # decode every image first, leave out those that do not open
+            idx = sorted({i for s in needed for i in index[s]})
+            keep = dict(zip(idx, self.readable([cands[i].path for i in idx], [cands[i].where for i in idx])))
+            index = {s: [i for i in index[s] if keep[i]] for s in needed}
+        items = {s: [self.checked(cands[i]) for i in index[s]] for s in needed}
         if "train" in items:
             items["train"] += self.feedback_items()
         self.choose_batch_augment()

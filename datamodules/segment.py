@@ -3,13 +3,14 @@
 
 Layout (the defaults are fastai CamVid's)::
 
-    ROOT/images/X.png        --data.init_args.images   (folder under ROOT, or absolute)
-    ROOT/labels/X_P.png      --data.init_args.masks, --data.init_args.mask_pattern '{stem}_P.png'
+    ROOT/images/X.png        --data.init_args.folder   (folder under ROOT, or absolute)
+    ROOT/labels/X_P.png      --data.init_args.mask_folder, --data.init_args.mask_pattern '{stem}_P.png'
     ROOT/codes.txt           --data.init_args.codes (class names, line k is mask id k-1)
                              or --data.init_args.classes '[background, road, car]'
 
 Masks hold class ids (8/16-bit greyscale or palette PNGs). The pattern's fields are the image's
-``stem`` (``X``), ``name`` (``X.png``) and ``suffix`` (``.png``). With ``split: folder`` images
+``stem`` (``X``), ``name`` (``X.png``) and ``suffix`` (``.png``). With ``split: folder`` (the
+default where the image folder has a ``valid/``) images
 are read from ``images/train/``, ``images/valid/`` (and ``images/test/``), masks from the same
 sub-folders of the mask folder.
 """
@@ -20,17 +21,15 @@ import hashlib
 from pathlib import Path
 
 from .augment import Augment
-from .base import DataError, cache_dir, require_dir
+from .base import DataError, cache_dir, require_dir, stage_splits, unique_classes
 from .camvid_sample import write_camvid_sample
 from .checks import check_image, read_mask, read_text
 from .files import IMAGE_EXTS, list_images
 from .images import ImageDataModule
 from .segment_data import SegmentationDataset, check_pattern, mask_name, unmatched
-from .splits import parse_split, split_items
+from .splits import default_split, parse_split, split_items
 
 __all__ = ["SegmentationDataModule", "SegmentationDataset"]
-
-STAGES = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": []}
 
 
 class SegmentationDataModule(ImageDataModule):
@@ -39,25 +38,21 @@ class SegmentationDataModule(ImageDataModule):
     Without a root, the built-in CamVid sample (fastai layout: the defaults read it).
 
     Args:
-        images: the image folder, under the root unless absolute.
-        masks: the mask folder (may be the image folder: masks are then not taken for images).
+        folder: the image folder, under the root unless absolute.
+        mask_folder: the mask folder (may be the image folder: masks are then not taken for images).
         mask_pattern: an image's mask file name from its ``{stem}``, ``{name}`` and ``{suffix}``.
         classes: the class names, mask id k is ``classes[k]``; else ``codes`` is read.
         codes: a file of class names, one a line (line k is id k-1), under the root unless absolute.
         void_class: the class (name or id) ignored by loss and metrics; None: none (presets may
             name a default, CamVid's ``Void``).
-        split: ``random`` (``valid_pct``, ``seed``), ``names:valid.txt``, ``folder`` or
-            ``function:module.fn`` (see ``datamodules.splits``); ``test`` uses the validation
-            split unless ``folder`` finds a ``test`` folder.
-        size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
-        augment: the training split's augmentation: ``true``, ``false``, ``flip`` or a mapping of
-            ``datamodules.augment.Augment`` fields.
-        augment_on: ``cpu`` (albumentations in the loaders), ``gpu`` (``BatchAugment`` on whole
-            batches on the device) or ``auto`` (gpu when training on CUDA).
         cache_resized: decode and resize each image and mask once, keep them (per size) under
             ``$LESSON3_CACHE/resized/`` and read them from there afterwards.
-        predict_dir: folder of images for ``predict`` (default: the validation images).
-        feedback: ``serve.py``'s feedback store: corrected masks join the training split.
+        size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
+        batch_size: images per batch.
+        **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
+            split (default: ``folder`` where the image folder has ``train/`` and ``valid/``, else
+            ``random``; ``test`` uses the validation split unless ``folder`` finds a ``test/``),
+            valid_pct, seed, augment, augment_on, predict_dir, skip_unreadable, feedback (corrected masks), ...).
     """
 
     sample_name = "camvid"
@@ -67,35 +62,17 @@ class SegmentationDataModule(ImageDataModule):
     default_augment = Augment()  # flips, rotation up to 10 degrees, zoom to 1.1, lighting 0.2 (fastai's defaults)
     void_names: tuple[str, ...] = ()  # class names taken as void when void_class is not given
     cache_prefix = "segment"
-    folders_what = ("images, --data.init_args.images", "masks, --data.init_args.masks")
+    folders_what = ("images, --data.init_args.folder", "masks, --data.init_args.mask_folder")
 
     def __init__(
-        self,
-        root: str | None = None,
-        images: str = "images",
-        masks: str = "labels",
-        mask_pattern: str = "{stem}_P.png",
-        classes: list[str] | None = None,
-        codes: str | None = "codes.txt",
-        void_class: int | str | None = None,
-        split: str | dict | None = "random",
-        valid_pct: float = 0.2,
-        size: tuple[int, int] = (96, 128),
-        batch_size: int = 8,
-        num_workers: int | None = None,
-        seed: int = 42,
-        augment: bool | str | dict = True,
-        augment_on: str = "auto",
-        cache_resized: bool = False,
-        predict_dir: str | None = None,
-        feedback: str | None = None,
+        self, root: str | None = None, folder: str = "images", mask_folder: str = "labels", mask_pattern: str = "{stem}_P.png",
+        classes: list[str] | None = None, codes: str | None = "codes.txt", void_class: int | str | None = None, cache_resized: bool = False,
+        size: tuple[int, int] = (96, 128), batch_size: int = 8, **kwargs,
     ):
-        super().__init__(root, batch_size, num_workers, seed, feedback)
-        self.size = self.check_size(size)
-        self.images, self.masks, self.mask_pattern = images, masks, check_pattern(mask_pattern)
-        self.class_list, self.codes, self._void_class = (list(classes) if classes is not None else None), codes, void_class
-        self.split, self.valid_pct = split, valid_pct
-        self.augment, self.augment_on, self.cache_resized, self.predict_dir = augment, augment_on, cache_resized, predict_dir
+        super().__init__(root, size=size, batch_size=batch_size, **kwargs)
+        self.folder, self.mask_folder, self.mask_pattern = folder, mask_folder, check_pattern(mask_pattern)
+        self.class_list, self.codes, self._void_class = unique_classes(classes), codes, void_class
+        self.cache_resized = cache_resized
         self._classes: list[str] | None = None
         self._classes_from = "--data.init_args.classes"
 
@@ -164,10 +141,11 @@ class SegmentationDataModule(ImageDataModule):
         raise DataError(f"--data.void_class '{v}' is not one of the classes {classes} ({self.classes_from}); give one of them or its id.")
 
     # -- items ---------------------------------------------------------------
-    def split_spec(self):
-        return self.split
+    def split_spec(self, columns=(), folder: Path | None = None) -> dict:
+        """The split (default: ``folder`` where the image folder has a ``valid/``, else ``random``)."""
+        return default_split(self.split, (), self.under_root(self.folder, self.folders_what[0]) if self.split is None else None)
 
-    def folder(self, name: str, what: str) -> Path:
+    def under_root(self, name: str, what: str) -> Path:
         path = Path(name).expanduser()
         return require_dir(path if path.is_absolute() else self.root_path / path, what)
 
@@ -188,7 +166,7 @@ class SegmentationDataModule(ImageDataModule):
         return list(zip(images, expected))
 
     def list_pairs(self, by_folder: bool) -> tuple[list[tuple[Path, Path]], Path]:
-        img_dir, mask_dir = self.folder(self.images, self.folders_what[0]), self.folder(self.masks, self.folders_what[1])
+        img_dir, mask_dir = self.under_root(self.folder, self.folders_what[0]), self.under_root(self.mask_folder, self.folders_what[1])
         images = list_images(img_dir, recursive=by_folder)
         if mask_dir.resolve() == img_dir.resolve():  # one folder: X.png and X_mask.png side by side
             masks = {img.parent / mask_name(img, self.mask_pattern) for img in images}
@@ -234,7 +212,7 @@ class SegmentationDataModule(ImageDataModule):
 
     # -- datasets ------------------------------------------------------------
     def cache_key(self) -> str:
-        return "|".join([str(self.root_path.resolve()), self.images, self.masks, self.mask_pattern])
+        return "|".join([str(self.root_path.resolve()), self.folder, self.mask_folder, self.mask_pattern])
 
     @property
     def resized_cache(self) -> Path | None:
@@ -251,15 +229,18 @@ class SegmentationDataModule(ImageDataModule):
         items = self.split_pairs()
         if stage in (None, "fit"):  # corrections from serve.py: (image, corrected mask) pairs
             items["train"] = items["train"] + [(ex.input, ex.file("mask")) for ex in self.feedback_examples(self.classes)]
-        for s in STAGES.get(stage, ["train", "valid"]):
+        paths = self.predict_paths() if stage == "predict" else None
+        for s in () if paths is not None else stage_splits(stage):
             if not items[s]:
-                raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, the split ({self.split_spec()}) and --data.valid_pct.")
+                raise self.empty_split(s, f" (split {self.split_spec()})")
+            if self.skip_unreadable:  # leave out the images that do not open (their masks are still checked)
+                keep = self.readable([img for img, _ in items[s]], [str(mask) for _, mask in items[s]])
+                items[s] = [p for p, k in zip(items[s], keep) if k]
             self.check_pairs(items[s])
         self.void_index  # noqa: B018 - validates --data.void_class early
         self.choose_batch_augment()
         for s in ("train", "valid", "test"):
             self.datasets[s] = self.dataset(items[s], s == "train")
         if stage == "predict":
-            paths = self.predict_paths()
             pred = [(p, None) for p in paths] if paths is not None else [(img, None) for img, _ in items["valid"]]
             self.datasets["predict"] = self.dataset(pred, False)

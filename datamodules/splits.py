@@ -45,6 +45,22 @@ def parse_split(value) -> dict:
     return value
 
 
+def default_split(split, columns=(), folder: Path | None = None) -> dict:
+    """The ``split`` option as a mapping; ``None`` (every kind's default): by an ``is_valid`` column
+    where the CSV has one, by folder where ``folder`` holds a ``valid/``, else random."""
+    if split is not None:
+        return parse_split(split)
+    if "is_valid" in columns:
+        return {"by": "column", "column": "is_valid"}
+    return {"by": "folder"} if folder is not None and (folder / "valid").is_dir() else {"by": "random"}
+
+
+def split_folders(split) -> tuple[str, str]:
+    """The training and validation folder names (``split: {by: folder, train: .., valid: ..}`` renames them)."""
+    spec = parse_split(split) if split is not None else {}
+    return (spec.get("train", "train"), spec.get("valid", "valid")) if spec.get("by") == "folder" else ("train", "valid")
+
+
 def random_split(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded random split: (train indices, valid indices); fastai's ``RandomSplitter``."""
     if not 0 <= valid_pct < 1:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 from .base import DataError
 from .checks import read_text
-from .files import IMAGE_EXTS, image_file
 
 # how to fix a bad CSV, per message (the Planet preset words them for its fixed layout)
 HINTS = {
-    "columns": " Set --data.init_args.name_column and label_column to the CSV's own column names.",
+    "columns": " Set --data.init_args.file_column and label_column to the CSV's own column names.",
     "empty": "give every image at least one tag, or set --data.init_args.allow_empty true where 'no tag' is an answer.",
     "missing": "add the file, remove the row, or check --data.init_args.folder and suffix.",
 }
@@ -72,37 +70,3 @@ def read_tag_csv(
     if not rows:
         raise DataError(f"{path}: no rows.")
     return rows
-
-
-def locate(folder: Path, rows: list[TagRow], suffix: str | None, csv_path: Path, hint: str) -> list[Path]:
-    """The image file of each row's name under ``folder`` (one listing per sub-folder).
-
-    Raises:
-        DataError: a named file that is not there, or (without ``suffix``) a stem that matches
-            no image or several, naming the CSV line.
-    """
-    listings: dict[Path, tuple[set, dict]] = {}
-    paths = []
-    for r in rows:
-        d = (folder / r.name).parent
-        if d not in listings:
-            files = os.listdir(d) if d.is_dir() else []
-            stems: dict[str, list[str]] = {}
-            for f in sorted(files):
-                if Path(f).suffix.lower() in IMAGE_EXTS:
-                    stems.setdefault(Path(f).stem, []).append(f)
-            listings[d] = set(files), stems
-        present, stems = listings[d]
-        where = f"named in {csv_path}, line {r.line}"
-        if suffix is not None or Path(r.name).suffix.lower() in IMAGE_EXTS:
-            path = image_file(folder, r.name, suffix or "")
-            if path.name not in present:
-                raise DataError(f"{path}: image missing ({where}); {hint}")
-        else:
-            found = stems.get(Path(r.name).name, [])
-            if len(found) != 1:
-                what = f"{len(found)} images of that name ({', '.join(found[:3])})" if found else f"no image ({', '.join(sorted(IMAGE_EXTS))}) of that name"
-                raise DataError(f"{folder / r.name}: {what} ({where}); {hint} Or give the extension with --data.init_args.suffix.")
-            path = d / found[0]
-        paths.append(path)
-    return paths

@@ -2,8 +2,8 @@
 
 Layouts (``--data.init_args.root``), detected from the folder:
 
-* a CSV (``csv: FILE``, or the only ``*.csv`` in the root): a text column (``text_col``), a
-  label column (``label_col``) and, optionally, a split column (``is_valid`` unless ``split``
+* a CSV (``csv: FILE``, or the only ``*.csv`` in the root): a text column (``text_column``), a
+  label column (``label_column``) and, optionally, a split column (``is_valid`` unless ``split``
   says otherwise); the ``test`` subcommand uses the validation rows;
 * folders ``train/<label>/*.txt`` (one text a file, searched recursively), optional
   ``valid/<label>/`` (the split is then by folder) and ``test/<label>/`` (the ``test``
@@ -24,15 +24,14 @@ from pathlib import Path
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from .base import BaseDataModule, DataError
+from .base import BaseDataModule, DataError, stage_splits
 from .checks import duplicates
 from .imdb_sample import write_imdb_sample
-from .splits import parse_split, random_split, split_items
+from .splits import default_split, random_split, split_folders, split_items
 from .text_batches import TextDataset, bucket_loader, data_tokenizer, tokenize
 from .text_files import Texts, column_flags, label_folders, read_predict, read_split, read_text_csv, read_txt, read_unlabelled
 
 UNLABELLED = ["unlabelled", "unsup"]
-NEEDED = {"fit": ["train", "valid"], "validate": ["valid"], "test": ["test"], "predict": ["valid"]}
 
 
 class TextDataModule(BaseDataModule):
@@ -41,8 +40,8 @@ class TextDataModule(BaseDataModule):
     Args:
         root: the data folder (see the module docstring); ``None``: the built-in IMDB sample.
         csv: the CSV file, relative to ``root`` unless absolute (default: the only ``*.csv``).
-        text_col: the CSV's text column.
-        label_col: the CSV's label column (not needed with ``lm``).
+        text_column: the CSV's text column.
+        label_column: the CSV's label column (not needed with ``lm``).
         classes: the class names, in order; a label outside them is an error. Default: the
             labels found (CSV values or label folder names), sorted.
         split: ``random``, ``column:NAME``, ``folder``, ``names:FILE``, ``function:module.fn``
@@ -51,14 +50,14 @@ class TextDataModule(BaseDataModule):
         allow_unlabelled: CSV rows with an empty label are unlabelled texts (the LM stage uses
             them, classification leaves them out) instead of an error.
         unlabelled: folder names of unlabelled texts (default ``unlabelled``, ``unsup``).
-        backbone: Hugging Face name or folder of the tokenizer; ``None``: the model's (``net.tokenizer``),
-            or all-MiniLM-L6-v2's without a model. When set, it must tokenize like the model's (checked).
+        backbone: Hugging Face name or folder whose tokenizer reads the texts; ``None``: the packaged
+            all-MiniLM-L6-v2. ``train.py`` links it from the model (``--model.init_args.net.init_args.backbone``).
         max_length: truncation length in tokens, special tokens included (progressive
             resizing may change it with :meth:`set_size`, up to ``max(max_length, 512)``).
         lm: language-model data: every text (all splits and the unlabelled ones) without
             labels, split randomly by ``valid_pct`` for the perplexity.
         valid_pct: validation share of a random split (and in ``lm`` mode).
-        predict_path: a CSV with a ``text_col`` column, a folder of ``.txt`` files (searched
+        predict_path: a CSV with a ``text_column`` column, a folder of ``.txt`` files (searched
             recursively) or one ``.txt`` file; default: the validation split.
         feedback: ``serve.py``'s feedback store: texts with corrected labels join the training split.
     """
@@ -74,8 +73,8 @@ class TextDataModule(BaseDataModule):
         self,
         root: str | None = None,
         csv: str | None = None,
-        text_col: str = "text",
-        label_col: str = "label",
+        text_column: str = "text",
+        label_column: str = "label",
         classes: list[str] | None = None,
         split: str | dict | None = None,
         allow_unlabelled: bool = False,
@@ -95,7 +94,7 @@ class TextDataModule(BaseDataModule):
             raise DataError(f"--data.max_length {max_length}: too short (at least 8 tokens).")
         if classes is not None and (len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
             raise DataError(f"--data.init_args.classes {classes}: give two or more classes, each once.")
-        self.csv, self.text_col, self.label_col = csv, text_col, label_col
+        self.csv, self.text_column, self.label_column = csv, text_column, label_column
         self.given_classes = [str(c) for c in classes] if classes else None
         self.split, self.allow_unlabelled = split, allow_unlabelled
         self.unlabelled = list(UNLABELLED if unlabelled is None else unlabelled)
@@ -124,7 +123,7 @@ class TextDataModule(BaseDataModule):
                 found = {self.folder_labels.get(d.name, d.name) for s in self._tv_names() for d in label_folders(where / s, self.unlabelled)}
             if len(found) < 2:
                 what = f"only the label {sorted(found)}" if found else "no labels"
-                raise DataError(f"{where}: {what} found; classification needs two or more ('{self.label_col}' column or train/<label>/ folders).")
+                raise DataError(f"{where}: {what} found; classification needs two or more ('{self.label_column}' column or train/<label>/ folders).")
             self._classes = sorted(found)
         return list(self._classes)
 
@@ -133,15 +132,11 @@ class TextDataModule(BaseDataModule):
         return len(self.classes)
 
     # -- tokenizer -----------------------------------------------------------
-    def _model_tokenizer(self):
-        trainer = getattr(self, "trainer", None)
-        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
-        return getattr(getattr(module, "net", None), "tokenizer", None)
-
     @property
     def tokenizer(self):
+        """The tokenizer of ``backbone`` (the CLI links it from the model's network), loaded once."""
         if self._tokenizer is None:
-            self._tokenizer = data_tokenizer(self.backbone, self._model_tokenizer())
+            self._tokenizer = data_tokenizer(self.backbone)
         return self._tokenizer
 
     # -- layout and reading ----------------------------------------------------
@@ -162,26 +157,20 @@ class TextDataModule(BaseDataModule):
             return "csv", found[0]
         raise DataError(
             f"{root}: no text data found. Expected one CSV (or --data.init_args.csv FILE) with columns "
-            f"'{self.text_col}', '{self.label_col}', or folders train/<label>/*.txt (optional valid/, test/, unlabelled/)"
+            f"'{self.text_column}', '{self.label_column}', or folders train/<label>/*.txt (optional valid/, test/, unlabelled/)"
             + (f"; found {len(found)} CSV files." if found else ".")
         )
 
     def _split_spec(self, columns=(), root: Path | None = None) -> dict:
         """The split option as a mapping; ``None``: by ``is_valid``, a ``valid/`` folder, else random."""
-        if self.split is not None:
-            return parse_split(self.split)
-        if "is_valid" in columns:
-            return {"by": "column", "column": "is_valid"}
-        return {"by": "folder"} if root is not None and (root / "valid").is_dir() else {"by": "random"}
+        return default_split(self.split, columns, root)
 
     def _tv_names(self) -> tuple[str, str]:
-        """The training and validation folder names (``split: {by: folder, train: .., valid: ..}``)."""
-        spec = parse_split(self.split) if self.split is not None else {}
-        return (spec.get("train", "train"), spec.get("valid", "valid")) if spec.get("by") == "folder" else ("train", "valid")
+        return split_folders(self.split)
 
     def _read_csv(self, path: Path) -> tuple[Texts, object]:
         if self._table is None or self._table[0] != path:
-            self._table = (path, *read_text_csv(path, self.text_col, self.label_col, need_label=not self.lm))
+            self._table = (path, *read_text_csv(path, self.text_column, self.label_column, need_label=not self.lm))
         return self._table[1], self._table[2]
 
     def _read_split(self, root: Path, name: str) -> Texts:
@@ -268,16 +257,16 @@ class TextDataModule(BaseDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_path:
-            self.datasets["predict"] = self.dataset(read_predict(Path(self.predict_path).expanduser(), self.text_col, self.noun))
+            self.datasets["predict"] = self.dataset(read_predict(Path(self.predict_path).expanduser(), self.text_column, self.noun))
             return
         splits = self._splits(stage)
         if "train" in splits and "valid" in splits:
             splits["train"] = self._without_duplicates(splits["train"], splits["valid"])
         if "train" in splits and stage in (None, "fit") and self.feedback:
             splits["train"] = splits["train"] + self._feedback_texts()
-        for s in NEEDED.get(stage, []):
+        for s in stage_splits(stage):
             if not len(splits.get(s, Texts())):
-                raise DataError(f"{self.root_path}: the '{s}' split is empty; check the folder layout, is_valid and --data.valid_pct.")
+                raise self.empty_split(s)
         for s, texts in splits.items():
             if len(texts):
                 self.datasets[s] = self.dataset(texts)

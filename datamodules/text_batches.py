@@ -53,20 +53,11 @@ def tokenize(tokenizer, texts: list[str], cap: int) -> list[np.ndarray]:
     return out
 
 
-def data_tokenizer(backbone: str | None, theirs=None):
-    """The datamodule's tokenizer: the model's (``theirs``) or the packaged default where
-    ``backbone`` is None; else ``backbone``'s, which must tokenize like the model's."""
-    from models.text import load_tokenizer, tokenizer_signature
+def data_tokenizer(backbone: str | None):
+    """The datamodule's tokenizer: ``backbone``'s (``None``: the packaged default), loaded once per name."""
+    from models.text import load_tokenizer
 
-    if backbone is None:
-        return theirs if theirs is not None else load_tokenizer(None)
-    mine = load_tokenizer(backbone)
-    if theirs is not None and tokenizer_signature(mine) != tokenizer_signature(theirs):
-        raise DataError(
-            f"--data.init_args.backbone '{backbone}' tokenizes differently from the model's backbone "
-            f"({len(mine)} vs {len(theirs)} tokens): set both to the same backbone, or leave the data's unset."
-        )
-    return mine
+    return load_tokenizer(backbone)
 
 
 def special_frame(tokenizer) -> tuple[list[int], list[int]]:

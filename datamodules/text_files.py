@@ -116,7 +116,7 @@ def read_unlabelled(root: Path, splits: tuple[str, ...], names: list[str], noun:
     return out
 
 
-def read_text_csv(path: Path, text_col: str = "text", label_col: str = "label", need_label: bool = True) -> tuple[Texts, pd.DataFrame]:
+def read_text_csv(path: Path, text_column: str = "text", label_column: str = "label", need_label: bool = True) -> tuple[Texts, pd.DataFrame]:
     """The rows of a CSV as :class:`Texts` (raw labels, ``""`` where none) and the CSV itself
     (strings; for a split column). Rows are numbered from 1 after the header."""
     decode_text(path.read_bytes(), path)  # clear error for non-UTF-8 bytes
@@ -125,22 +125,22 @@ def read_text_csv(path: Path, text_col: str = "text", label_col: str = "label", 
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DataError(f"{path}: unreadable CSV ({e}).") from e
     df.columns = [str(c).strip() for c in df.columns]
-    need = [label_col, text_col] if need_label else [text_col]
+    need = [label_column, text_column] if need_label else [text_column]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {missing}; found {list(df.columns)} "
-            "(name yours with --data.init_args.text_col and --data.init_args.label_col)."
+            "(name yours with --data.init_args.text_column and --data.init_args.label_column)."
         )
     if not len(df):
         raise DataError(f"{path}: no rows.")
     texts = []
-    for i, text in enumerate(df[text_col].tolist(), start=1):
+    for i, text in enumerate(df[text_column].tolist(), start=1):
         text = clean_text(text)
         if not text:
-            raise DataError(f"{path} row {i}: empty text in column '{text_col}'; fill it in or delete the row.")
+            raise DataError(f"{path} row {i}: empty text in column '{text_column}'; fill it in or delete the row.")
         texts.append(text)
-    raw = [s.strip() for s in df[label_col].tolist()] if label_col in df.columns else [""] * len(df)
+    raw = [s.strip() for s in df[label_column].tolist()] if label_column in df.columns else [""] * len(df)
     return Texts(texts, raw, [f"row {i}" for i in range(1, len(df) + 1)]), df
 
 
@@ -157,8 +157,8 @@ def column_flags(df: pd.DataFrame, column: str, path: Path) -> list[bool]:
     return out
 
 
-def read_predict(path: Path, text_col: str = "text", noun: str = "text") -> Texts:
-    """``--data.predict_path``: a CSV with a ``text_col`` column, a folder of ``.txt`` files (searched
+def read_predict(path: Path, text_column: str = "text", noun: str = "text") -> Texts:
+    """``--data.predict_path``: a CSV with a ``text_column`` column, a folder of ``.txt`` files (searched
     recursively) or one ``.txt`` file; the texts without labels."""
     if path.is_dir():
         texts = read_folder(path, noun=noun)
@@ -166,7 +166,7 @@ def read_predict(path: Path, text_col: str = "text", noun: str = "text") -> Text
             raise DataError(f"{path}: no .txt {noun}s in --data.predict_path.")
         return texts.unlabelled()
     if path.is_file() and path.suffix.lower() == ".csv":
-        return read_text_csv(path, text_col, need_label=False)[0].unlabelled()
+        return read_text_csv(path, text_column, need_label=False)[0].unlabelled()
     if path.is_file() and path.suffix.lower() == ".txt":
         return Texts([read_txt(path, noun)], [-1], [path.name])
-    raise DataError(f"{path}: --data.predict_path must be a .csv with a '{text_col}' column, a .txt file or a folder of .txt files.")
+    raise DataError(f"{path}: --data.predict_path must be a .csv with a '{text_column}' column, a .txt file or a folder of .txt files.")

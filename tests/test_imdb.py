@@ -320,21 +320,26 @@ def test_encoder_round_trip(tmp_path, mlm_net):
         net2.load_encoder(tmp_path / "other.ckpt")
 
 
-def test_data_backbone_must_match_the_model(tmp_path, tokenizer):
-    folder = tmp_path / "tok"
+def one_more_token(folder: Path) -> Path:
+    """A backbone folder: MiniLM's tokenizer with the token ``zzzyyyxxx`` added, and its config."""
     tok = load_tokenizer(None).__class__.from_pretrained(resolve_backbone(None))
     tok.add_tokens(["zzzyyyxxx"])
     tok.save_pretrained(folder)
     shutil.copy(Path(resolve_backbone(None)) / "config.json", folder / "config.json")
+    return folder
 
-    trainer = SimpleNamespace(lightning_module=SimpleNamespace(net=SimpleNamespace(tokenizer=tokenizer)))  # the default model attached
+
+def test_data_tokenizes_with_its_backbone_argument(tmp_path, tokenizer):
+    """The tokenizer comes from the constructor's backbone (train.py links the model's), never from a trainer."""
+    folder = one_more_token(tmp_path / "tok")
+
+    trainer = SimpleNamespace(lightning_module=SimpleNamespace(net=SimpleNamespace(tokenizer=tokenizer)))  # a model attached: not read
     dm = IMDBDataModule(backbone=str(folder))
     dm.trainer = trainer
-    with pytest.raises(DataError, match="tokenizes differently"):
-        dm.tokenizer  # noqa: B018
-    dm2 = IMDBDataModule()
-    dm2.trainer = trainer
-    assert dm2.tokenizer is tokenizer
+    assert len(dm.tokenizer) == len(tokenizer) + 1 and dm.tokenizer.convert_tokens_to_ids("zzzyyyxxx") == len(tokenizer)
+    dm2 = IMDBDataModule()  # no backbone: the packaged default, not the attached model's
+    dm2.trainer = SimpleNamespace(lightning_module=SimpleNamespace(net=SimpleNamespace(tokenizer=dm.tokenizer)))
+    assert dm2.tokenizer is load_tokenizer(None) and len(dm2.tokenizer) == len(tokenizer)
 
 
 def test_most_wrong_table():
@@ -348,6 +353,17 @@ def test_most_wrong_table():
 
 # -- the CLI -------------------------------------------------------------------------------
 FAST = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--data.init_args.batch_size", "4"]
+
+
+def test_cli_links_the_model_backbone_to_the_data(run_cli, tmp_path):
+    """A non-default backbone given to the model reaches the datamodule's constructor (train.py's link):
+    both tokenize with it (a copy of MiniLM's tokenizer with one more token; the net built from its config)."""
+    folder = one_more_token(tmp_path / "other-backbone")
+    root = tiny_sample(tmp_path / "imdb", 16, 4)
+    cli, _ = run_cli(["--task", "imdb", "--data.init_args.root", str(root), "--model.init_args.net.init_args.backbone", str(folder),
+                      "--model.init_args.net.init_args.pretrained", "false", "--trainer.fast_dev_run", "true", "--data.init_args.batch_size", "4"])
+    assert cli.datamodule.backbone == str(folder) == cli.model.net.backbone
+    assert len(cli.datamodule.tokenizer) == len(cli.model.net.tokenizer) == len(load_tokenizer(None)) + 1
 
 
 @pytest.mark.slow

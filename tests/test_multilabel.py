@@ -49,7 +49,7 @@ def semicolon_layout(root: Path, n: int = 10) -> Path:
     return root
 
 
-SEMICOLON = dict(csv="annotations.csv", folder="images", name_column="id", label_column="labels", label_delim=";", suffix="_rgb.png")
+SEMICOLON = dict(csv="annotations.csv", folder="images", file_column="id", label_column="labels", label_delim=";", suffix="_rgb.png")
 
 
 def folders_layout(root: Path) -> Path:
@@ -90,7 +90,7 @@ def test_other_columns_a_delimiter_and_a_suffix(tmp_path):
 
 def test_names_with_folders_and_extensions_split_by_a_names_file(tmp_path):
     root = folders_layout(tmp_path / "d")
-    dm = MultiLabelDataModule(root=str(root), folder=".", name_column="file", split="names:valid.txt", size=32, num_workers=0)
+    dm = MultiLabelDataModule(root=str(root), folder=".", file_column="file", split="names:valid.txt", size=32, num_workers=0)
     dm.setup("fit")
     assert sorted(str(p.relative_to(root)) for p in dm.datasets["valid"].paths) == ["beach/p_2.jpg", "forest/p_3.png"]
     assert len(dm.datasets["train"]) == 6 and dm.classes == ["sand", "sea", "sky", "tree"]
@@ -183,7 +183,7 @@ def test_sample_overlay_and_the_recipe(capsys, tmp_path):
         (lambda root: (root / "images" / "img_3_rgb.png").unlink(),
          r"images/img_3_rgb\.png: image missing \(named in .*annotations\.csv, line 5\); add the file, remove the row, or check --data\.init_args\.folder and suffix"),
         (lambda root: write_csv(root / "annotations.csv", ["name", "labels"], [["img_0", "sea"]]),
-         r"annotations\.csv: expected the columns 'id,labels'; found \['name', 'labels'\]\. Set --data\.init_args\.name_column and label_column"),
+         r"annotations\.csv: expected the columns 'id,labels'; found \['name', 'labels'\]\. Set --data\.init_args\.file_column and label_column"),
         (lambda root: write_csv(root / "annotations.csv", ["id", "labels"], [["img_0", "sea"], ["img_1", " ; "]]),
          r"annotations\.csv, line 3 \(img_1\): empty labels field; give every image at least one tag, or set --data\.init_args\.allow_empty true"),
         (lambda root: write_csv(root / "annotations.csv", ["id", "labels"], [["img_0", "sea"], ["img_0", "sky"]]),
@@ -206,7 +206,7 @@ def test_bad_csv_names_file_and_row(tmp_path, edit, message):
 def test_unreadable_image_fails_or_leaves_the_split_otherwise_as_it_was(tmp_path):
     root = folders_layout(tmp_path / "d")
     (root / "forest" / "p_3.png").write_bytes(b"not a png")
-    opts = dict(root=str(root), folder=".", name_column="file", split="names:valid.txt", size=32, num_workers=0)
+    opts = dict(root=str(root), folder=".", file_column="file", split="names:valid.txt", size=32, num_workers=0)
     with pytest.raises(DataError, match=r"forest/p_3\.png: unreadable image .* Listed in labels\.csv, line 5\. .*skip_unreadable true"):
         MultiLabelDataModule(**opts).setup("fit")
     dm = MultiLabelDataModule(**opts, skip_unreadable=True)
@@ -256,10 +256,10 @@ def test_bad_options(tmp_path):
         MultiLabelDataModule(classes=["a", "b", "a"])
     root = folders_layout(tmp_path / "d")
     with pytest.raises(DataError, match=r"has no column 'is_valid'"):
-        MultiLabelDataModule(root=str(root), folder=".", name_column="file", split="column:is_valid", num_workers=0).setup("fit")
+        MultiLabelDataModule(root=str(root), folder=".", file_column="file", split="column:is_valid", num_workers=0).setup("fit")
     (root / "valid.txt").write_text("beach/p_99.jpg\n")
     with pytest.raises(DataError, match=r"valid\.txt: names \['beach/p_99\.jpg'\] match no item"):
-        MultiLabelDataModule(root=str(root), folder=".", name_column="file", split="names:valid.txt", num_workers=0).setup("fit")
+        MultiLabelDataModule(root=str(root), folder=".", file_column="file", split="names:valid.txt", num_workers=0).setup("fit")
 
 
 # -- through the CLI ---------------------------------------------------------------------------------

@@ -54,16 +54,16 @@ def write_one_folder(root: Path, n: int = 8, seed: int = 1) -> Path:
     return root
 
 
-SIBLING = ["--data.init_args.images", "photos", "--data.init_args.masks", "masks", "--data.init_args.mask_pattern", "{stem}.png",
+SIBLING = ["--data.init_args.folder", "photos", "--data.init_args.mask_folder", "masks", "--data.init_args.mask_pattern", "{stem}.png",
            "--data.init_args.classes", "[background, red, green]"]
-ONE_FOLDER = ["--data.init_args.images", "data", "--data.init_args.masks", "data", "--data.init_args.mask_pattern", "{stem}_mask.png",
+ONE_FOLDER = ["--data.init_args.folder", "data", "--data.init_args.mask_folder", "data", "--data.init_args.mask_pattern", "{stem}_mask.png",
               "--data.init_args.codes", "classes.txt", "--data.init_args.void_class", "3", "--data.init_args.split", "names:valid.txt"]
 SMALL = ["--data.init_args.size", "[32,32]", "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1"]
 
 
 def test_sibling_folders_classes_as_list(tmp_path):
     root = write_sibling(tmp_path / "a")
-    dm = SegmentationDataModule(root=str(root), images="photos", masks="masks", mask_pattern="{stem}.png", classes=["bg", "red", "green"],
+    dm = SegmentationDataModule(root=str(root), folder="photos", mask_folder="masks", mask_pattern="{stem}.png", classes=["bg", "red", "green"],
                                 size=(32, 32), batch_size=2, num_workers=0, valid_pct=0.25)
     assert dm.num_classes == 3 and dm.void_index is None and dm.classes_from == "--data.init_args.classes"
     dm.setup("fit")
@@ -80,13 +80,13 @@ def test_sibling_folders_classes_as_list(tmp_path):
 
 def test_one_folder_codes_file_void_by_id_and_names_split(tmp_path):
     root = write_one_folder(tmp_path / "b")
-    dm = SegmentationDataModule(root=str(root), images="data", masks="data", mask_pattern="{stem}_mask.png", codes="classes.txt",
+    dm = SegmentationDataModule(root=str(root), folder="data", mask_folder="data", mask_pattern="{stem}_mask.png", codes="classes.txt",
                                 void_class=3, split="names:valid.txt", size=(32, 32), num_workers=0)
     assert dm.classes == ["background", "red", "green", "unknown"] and dm.void_index == 3
     dm.setup("fit")
     assert [p.name for p, _ in dm.datasets["valid"].items] == ["s6.png", "s7.png"]  # by name and by stem
     assert len(dm.datasets["train"]) == 6 and all("_mask" not in p.name for p, _ in dm.datasets["train"].items)
-    assert SegmentationDataModule(root=str(root), images="data", masks="data", mask_pattern="{stem}_mask.png", codes="classes.txt",
+    assert SegmentationDataModule(root=str(root), folder="data", mask_folder="data", mask_pattern="{stem}_mask.png", codes="classes.txt",
                                   void_class="unknown").void_index == 3
 
 
@@ -100,7 +100,7 @@ def test_folder_split_with_a_test_folder(tmp_path):
             img, mask = scene(rng)
             Image.fromarray(img).save(root / "img" / split / f"{i}.png")  # the same names in each split
             Image.fromarray(mask, mode="L").save(root / "ann" / split / f"{i}.png")
-    kw = dict(root=str(root), images="img", masks="ann", mask_pattern="{name}", classes=["a", "b", "c"], split="folder", size=(32, 32), num_workers=0, augment=False)
+    kw = dict(root=str(root), folder="img", mask_folder="ann", mask_pattern="{name}", classes=["a", "b", "c"], split="folder", size=(32, 32), num_workers=0, augment=False)
     dm = SegmentationDataModule(**kw)
     dm.setup("fit")
     dm.setup("test")
@@ -163,7 +163,7 @@ def setup_error(dm) -> str:
 
 
 def sibling(root: Path, **kw) -> SegmentationDataModule:
-    opts = dict(images="photos", masks="masks", mask_pattern="{stem}.png", classes=["bg", "red", "green"], num_workers=0) | kw
+    opts = dict(folder="photos", mask_folder="masks", mask_pattern="{stem}.png", classes=["bg", "red", "green"], num_workers=0) | kw
     return SegmentationDataModule(root=str(root), **opts)
 
 
@@ -204,7 +204,7 @@ def test_mask_size_mismatch(tmp_path):
 def test_codes_file_empty_or_missing(tmp_path):
     root = write_one_folder(tmp_path / "b")
     (root / "classes.txt").write_text("\n \n")
-    kw = dict(root=str(root), images="data", masks="data", mask_pattern="{stem}_mask.png", codes="classes.txt", num_workers=0)
+    kw = dict(root=str(root), folder="data", mask_folder="data", mask_pattern="{stem}_mask.png", codes="classes.txt", num_workers=0)
     assert setup_error(SegmentationDataModule(**kw)) == f"{root / 'classes.txt'}: no class names; write one name a line (line k names mask id k-1)."
     (root / "classes.txt").unlink()
     assert setup_error(SegmentationDataModule(**kw)).startswith(f"{root / 'classes.txt'}: missing (class names, one a line); or give --data.init_args.classes")
@@ -212,7 +212,7 @@ def test_codes_file_empty_or_missing(tmp_path):
 
 def test_void_class_not_among_the_classes(tmp_path):
     root = write_one_folder(tmp_path / "b")
-    kw = dict(root=str(root), images="data", masks="data", mask_pattern="{stem}_mask.png", codes="classes.txt", num_workers=0)
+    kw = dict(root=str(root), folder="data", mask_folder="data", mask_pattern="{stem}_mask.png", codes="classes.txt", num_workers=0)
     msg = setup_error(SegmentationDataModule(**kw, void_class="Void"))
     assert msg.startswith("--data.void_class 'Void' is not one of the classes ['background', 'red', 'green', 'unknown']")
     assert str(root / "classes.txt") in msg
@@ -228,7 +228,7 @@ def test_bad_pattern(pattern, problem):
 def test_names_file_naming_an_unknown_image(tmp_path):
     root = write_one_folder(tmp_path / "b")
     (root / "valid.txt").write_text("s6.png\nnope.png\n")
-    kw = dict(root=str(root), images="data", masks="data", mask_pattern="{stem}_mask.png", codes="classes.txt", split="names:valid.txt", num_workers=0)
+    kw = dict(root=str(root), folder="data", mask_folder="data", mask_pattern="{stem}_mask.png", codes="classes.txt", split="names:valid.txt", num_workers=0)
     assert setup_error(SegmentationDataModule(**kw)) == f"{root / 'valid.txt'}: names images that are not in {root / 'data'}: ['nope.png']"
 
 

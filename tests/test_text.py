@@ -62,7 +62,7 @@ def write_topic_folders(root: Path, per_class: int = 6, valid: bool = True, test
 
 
 def csv_dm(root: Path, **kw) -> TextDataModule:
-    return TextDataModule(root=str(root), text_col="body", label_col="topic", split="column:holdout", num_workers=0, max_length=32, **kw)
+    return TextDataModule(root=str(root), text_column="body", label_column="topic", split="column:holdout", num_workers=0, max_length=32, **kw)
 
 
 # -- CSV ---------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_unlabelled_rows_feed_only_the_language_model(tmp_path):
     dm.setup("fit")
     names = dm.datasets["train"].reviews.names + dm.datasets["valid"].reviews.names
     assert len(names) == 24 and all(int(n.split()[1]) <= 24 for n in names)
-    lm = TextDataModule(root=str(path.parent), text_col="body", label_col="none", lm=True, valid_pct=0.1, num_workers=0)
+    lm = TextDataModule(root=str(path.parent), text_column="body", label_column="none", lm=True, valid_pct=0.1, num_workers=0)
     lm.setup("fit")  # the LM stage needs no label column
     texts = lm.datasets["train"].reviews + lm.datasets["valid"].reviews
     assert len(texts) == 30 and set(texts.labels) == {-1} and len(lm.datasets["valid"]) == 3
@@ -176,8 +176,8 @@ def test_imdb_is_a_preset_of_the_generic_reader(tmp_path):
 # -- bad input: one line naming the file (and row) -----------------------------------------
 def test_bad_csvs_are_one_clear_line(tmp_path):
     path = write_topics_csv(tmp_path / "b")
-    with pytest.raises(DataError, match=r"notes.csv: missing column\(s\) \['text'\].*text_col"):
-        TextDataModule(root=str(path.parent), label_col="topic", num_workers=0).setup("fit")
+    with pytest.raises(DataError, match=r"notes.csv: missing column\(s\) \['text'\].*text_column"):
+        TextDataModule(root=str(path.parent), label_column="topic", num_workers=0).setup("fit")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     df.loc[3, "body"] = " <br /> "
     df.to_csv(path, index=False)
@@ -193,7 +193,7 @@ def test_bad_csvs_are_one_clear_line(tmp_path):
     with pytest.raises(DataError, match=r"notes.csv row 9: holdout 'perhaps' is not True/False"):
         csv_dm(path.parent).setup("fit")
     with pytest.raises(DataError, match=r"notes.csv: no column 'nope' to split by"):
-        TextDataModule(root=str(path.parent), text_col="body", label_col="topic", split="column:nope").setup("fit")
+        TextDataModule(root=str(path.parent), text_column="body", label_column="topic", split="column:nope").setup("fit")
     path.write_bytes(path.read_bytes().replace(b"Note 5", b"N\xf6te 5"))
     with pytest.raises(DataError, match=r"notes.csv: not UTF-8 text \(byte \d+, line 7\)"):
         csv_dm(path.parent).setup("fit")
@@ -222,13 +222,13 @@ def test_bad_folders_are_one_clear_line(tmp_path):
     one = write_topics_csv(tmp_path / "one", n=3)
     one.write_text("body,topic\nfirst text,cooking\nsecond text,cooking\n")
     with pytest.raises(DataError, match=r"one.*notes.csv: only the label \['cooking'\] found; classification needs two or more"):
-        TextDataModule(root=str(one.parent), text_col="body", label_col="topic").setup("fit")
+        TextDataModule(root=str(one.parent), text_column="body", label_column="topic").setup("fit")
 
 
 # -- the CLI: classifier on three classes, both layouts; the LM stage ---------------------------
 FAST = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
         "--data.init_args.batch_size", "4", "--data.init_args.max_length", "32", "--data.init_args.num_workers", "0"]
-CSV_ARGS = ["--data.init_args.text_col", "body", "--data.init_args.label_col", "topic", "--data.init_args.split", "column:holdout"]
+CSV_ARGS = ["--data.init_args.text_column", "body", "--data.init_args.label_column", "topic", "--data.init_args.split", "column:holdout"]
 
 
 @pytest.mark.slow
@@ -261,7 +261,7 @@ def test_cli_classifier_on_folders(run_cli, tmp_path):
 @pytest.mark.slow
 def test_cli_language_model_on_the_csv_with_unlabelled_rows(run_cli, tmp_path):
     root = write_topics_csv(tmp_path / "lm", empty_labels=6).parent
-    cli, run = run_cli(["--task", "text_lm", "--data.init_args.root", str(root), "--data.init_args.text_col", "body", *FAST])
+    cli, run = run_cli(["--task", "text_lm", "--data.init_args.root", str(root), "--data.init_args.text_column", "body", *FAST])
     assert len(cli.datamodule.datasets["train"]) + len(cli.datamodule.datasets["valid"]) == 30  # unlabelled rows too
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert metrics["val/perplexity"] > 1 and 0 <= metrics["val/acc"] <= 1
