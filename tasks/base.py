@@ -34,7 +34,7 @@ class BaseTask(pl.LightningModule):
         self.net = net
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
-        self.channels_last = False  # set by callbacks.MemoryFormat on GPU
+        self.channels_last = False  # set by callbacks.MemoryFormat on GPU: images enter the net channels-last
 
     def init_metrics(self) -> None:
         """One metric collection per stage; call at the end of the subclass's ``__init__``."""
@@ -75,6 +75,8 @@ class BaseTask(pl.LightningModule):
 
     # -- steps ------------------------------------------------------------------
     def forward(self, x):
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def stage_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,17 +97,6 @@ class BaseTask(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self.stage_step(batch, "test")[0]
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        trainer = self._trainer
-        augment = getattr(getattr(trainer, "datamodule", None), "batch_augment", None)
-        if augment is not None and trainer.training and isinstance(batch, dict):
-            # the datamodule's augmentation, on whole batches on the device; its draws depend only on
-            # the run seed and the batch count (reproducible, and resumable mid-epoch)
-            batch = augment(batch, augment.generator_for(trainer))
-        if self.channels_last and isinstance(batch, dict):
-            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v for k, v in batch.items()}
-        return batch
 
     def log_stage(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
         """Log the loss and the stage's metric collection (epoch-level, synced across processes)."""

@@ -14,14 +14,10 @@ from torchmetrics.regression import MeanSquaredError
 
 from .base import BaseTask
 from .pictures import grid, to_hwc
+from models.inference import scores, to_pixels
 from models.tta import HFLIP, active, mean_points
 
 TRUE, PRED = "lime", "red"
-
-
-def to_pixels(scaled: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] (x, y) -> pixels (pixel centres at integers) of images of ``sizes`` (height, width) rows."""
-    return (scaled + 1) / 2 * sizes.flip(-1).to(scaled) - 0.5
 
 
 class PixelDistance(Metric):
@@ -89,7 +85,7 @@ class PointRegressionTask(BaseTask):
         return MetricCollection({"mse": MeanSquaredError(), "px_error": PixelDistance()})
 
     def forward(self, x):
-        out = self.net(x)
+        out = super().forward(x)
         if out.ndim != 2 or out.shape[1] != 2:
             raise ValueError(f"the network returns shape {tuple(out.shape)}; point regression needs (batch, 2): set num_classes: 2 on the net.")
         return out
@@ -112,7 +108,7 @@ class PointRegressionTask(BaseTask):
 
     # -- prediction -----------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        px = to_pixels(self.infer(batch["image"]).float(), batch["orig_size"]).cpu()
+        px = to_pixels(scores(self.kind, self, batch["image"], tta=self.tta), batch["orig_size"]).cpu()  # as served (models/inference.py)
         return [{"name": n, "path": p, "x_px": float(x), "y_px": float(y)} for n, p, (x, y) in zip(batch["name"], batch["path"], px.tolist())]
 
     def write_predictions(self, predictions: list[dict], folder: Path) -> None:
