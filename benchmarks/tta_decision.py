@@ -16,7 +16,7 @@ without and with TTA (the 8 symmetries). Each fold is then scored by
   fold left out), never on the fold scored;
 * ``auto``: ``PlanetTask``'s default (``use_tuned: auto``): those tuned thresholds where their
   two-fold estimate on the same pool beats 0.2 there, else 0.2;
-* ``expected_f2``: each image's set of highest expected F2 (``tasks.decide``; nothing tuned).
+* ``expected_f2``: each image's set of highest expected F2 (``models.decide``; nothing tuned).
 
 **BIWI.** The 10 frames are one person's consecutive frames, so folds of 2 frames are put in a
 second "person" folder of symlinks (validation) and the rest in the first; consecutive frames
@@ -108,7 +108,7 @@ def planet_fold(args, k: int, valid: list[str], work: Path) -> dict:
 
 def planet_scores(folds: list[dict], tta: bool) -> list[dict]:
     """Each fold's score under the three rules, thresholds tuned on the other folds' predictions."""
-    from tasks.decide import expected_f2_decision
+    from models.decide import expected_f2_decision
     from tasks.fbeta import TunedFBeta, samples_fbeta
 
     rows = []

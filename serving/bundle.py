@@ -32,27 +32,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from .bundle_format import BACKBONE, FORMAT, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, is_bundle, read_meta, sha256_of, verify_files
+from models.inference import image_input, palette
+
+from .bundle_format import BACKBONE, FORMAT, KIND_TASK, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, is_bundle, read_meta, sha256_of, verify_files
 
 __all__ = ["BACKBONE", "FORMAT", "META", "TASKS", "VERSION", "WEIGHTS", "Bundle", "BundleError", "bundle_dir", "export_bundle", "is_bundle",
-           "load_bundle", "load_weights", "read_meta", "read_state", "sha256_of", "trained_input_size", "verify_files"]
+           "load_bundle", "load_weights", "read_meta", "read_state", "sha256_of", "task_type", "trained_input_size", "verify_files"]
 
 
 def task_type(model: nn.Module) -> str:
-    """The bundle task type of a LightningModule from ``tasks/``."""
-    from tasks.planet import PlanetTask
-    from tasks.pointreg import PointRegressionTask
-    from tasks.segmentation import SegmentationTask
-    from tasks.text import TextClassificationTask
-    from tasks.classify import ClassificationTask
-
-    for cls, name in ((PlanetTask, "multilabel"), (SegmentationTask, "segmentation"), (PointRegressionTask, "point"), (TextClassificationTask, "text"), (ClassificationTask, "classify")):
-        if isinstance(model, cls):
-            return name
-    raise BundleError(
-        f"{type(model).__name__}: nothing to serve (export works for Planet, CamVid, BIWI and the IMDB classifier; "
-        "the masked LM of imdb_lm is stage 1 only)."
-    )
+    """The bundle task type of a task from ``tasks/``, from its class-level ``kind``."""
+    kind = getattr(model, "kind", None)
+    if kind not in KIND_TASK:
+        raise BundleError(
+            f"{type(model).__name__}: nothing to serve (kind {kind!r}; export works for tags, single labels, masks, points and "
+            "text classifiers; the masked LM of imdb_lm is stage 1 only)."
+        )
+    return KIND_TASK[kind]
 
 
 def _normalize_of(net: nn.Module) -> dict[str, list[float]] | None:
@@ -140,6 +136,7 @@ def export_bundle(
         "format": FORMAT,
         "version": VERSION,
         "task": kind,
+        "kind": model.kind,  # the task's kind (models/inference.py): how the output is read
         "name": name or kind,
         "net": {"name": net_name, "init_args": args},
         "weights": WEIGHTS,
@@ -153,13 +150,13 @@ def export_bundle(
         meta["input"] = {"kind": "text", "max_length": int(input_size if isinstance(input_size, int) else input_size[0]), "tokenizer": BACKBONE}
         args.update(backbone=BACKBONE, pretrained=False)
     else:
-        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
-        meta["input"] = {"kind": "image", "size": [h, w], "channels": "RGB", "dtype": "uint8", "resize": "area", "normalize": _normalize_of(net)}
+        meta["input"] = image_input(input_size, model.kind, _normalize_of(net))
     if kind == "segmentation":
         meta["void_index"] = model.void_index
-    if kind == "multilabel":
+    if kind == "multilabel":  # the task's decision (models/inference.decide_tags)
         meta["threshold"] = float(model.threshold)
         meta["thresholds"] = [round(float(t), 6) for t in model.thresholds.cpu()]
+        meta.update(decision=str(getattr(model, "decision", "tuned")), beta=float(getattr(model, "beta", 2.0)), zero_division=float(getattr(model, "zero_division", 1.0)))
     out = Path(out).expanduser().resolve()
     tmp = _atomic_dir(out)
     try:
@@ -251,12 +248,8 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise BundleError(f"{folder / META}: input.normalize must be {{'mean': [3 numbers], 'std': [3 numbers]}} ({e}).") from None
     net.to(device).eval()
-    palette: list[list[int]] = []
-    if meta["task"] == "segmentation":
-        from tasks.pictures import palette as make_palette
-
-        palette = make_palette(len(meta["classes"]), meta.get("void_index")).tolist()
-    return Bundle(folder, meta, net, getattr(net, "tokenizer", None), palette)
+    colours = palette(len(meta["classes"]), meta.get("void_index")).tolist() if meta["task"] == "segmentation" else []
+    return Bundle(folder, meta, net, getattr(net, "tokenizer", None), colours)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> str:

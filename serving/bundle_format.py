@@ -15,6 +15,9 @@ FORMAT = "lesson3-bundle"
 VERSION = 2  # 2: networks by registry name, safetensors weights, SHA-256 of every file
 META, WEIGHTS, BACKBONE = "bundle.json", "weights.safetensors", "backbone"
 TASKS = ("multilabel", "segmentation", "point", "text", "classify")
+# a task's class-level ``kind`` (models/inference.py) -> the bundle's task type, and back
+KIND_TASK = {"multilabel": "multilabel", "segmentation": "segmentation", "points": "point", "text": "text", "single": "classify"}
+TASK_KIND = {task: kind for kind, task in KIND_TASK.items()}
 
 
 class BundleError(ValueError):

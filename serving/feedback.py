@@ -6,13 +6,7 @@ are written to a temporary name, flushed to disk and renamed into place *before*
 names them is committed, so a killed server leaves either a complete row with its files or no
 row (stray temporary files are removed when the store is next opened).
 
-Corrections (the ``correction`` JSON of a row) by task type:
-
-* ``multilabel`` (Planet): ``{"tags": ["clear", "primary"]}``
-* ``segmentation`` (CamVid): ``{"mask": "inputs/<id>_mask.png"}`` (class ids at the image's size)
-* ``point`` (BIWI): ``{"x": 310.5, "y": 220.0}`` in the uploaded image's pixels
-* ``text`` (IMDB): ``{"label": "positive"}``; the input is the review as a UTF-8 ``.txt`` file
-* ``classify`` (single-label images): ``{"label": "teddy"}``
+The format, and reading it for training (``--data.feedback``), is in ``models/feedback.py``.
 
 A correction may carry an idempotency key (``/feedback``'s ``Idempotency-Key`` header): a unique
 column, so a retry whose reply was lost finds its row instead of storing a second one.
@@ -27,12 +21,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DB = "feedback.db"
-INPUTS = "inputs"
+from models.feedback import DB, INPUTS, Example, FeedbackError, db_path, read_examples, read_feedback, read_store_meta
+
+__all__ = ["DB", "INPUTS", "Example", "FeedbackError", "FeedbackStore", "KeyReused", "db_path", "read_feedback", "write_atomic"]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -52,29 +47,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS feedback_idempotency_key ON feedback (idempote
 """
 
 
-class FeedbackError(ValueError):
-    """An unusable feedback store: the message names the file and what is wrong."""
-
-
 class KeyReused(FeedbackError):
     """An idempotency key already stored with another request."""
-
-
-@dataclass
-class Example:
-    """One stored correction: the input file, the correction, and the model's answer then."""
-
-    id: int
-    task: str
-    input: Path
-    correction: dict[str, Any]
-    prediction: dict[str, Any] | None
-    created: str
-    replayed: bool = False  # found by its idempotency key: stored by an earlier request
-
-    def file(self, key: str) -> Path:
-        """A file named by the correction (e.g. CamVid's ``mask``), as a path."""
-        return self.input.parent.parent / self.correction[key]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -97,12 +71,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def db_path(path: str | os.PathLike) -> Path:
-    """``feedback.db`` of a store folder (or the file itself)."""
-    p = Path(path).expanduser()
-    return p if p.suffix == ".db" else p / DB
 
 
 class FeedbackStore:
@@ -129,12 +97,10 @@ class FeedbackStore:
                 if column not in columns:  # a store written before keys existed
                     con.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
             con.executescript(KEYED)
-            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-            if task is not None and not meta:
+            self.task, self.classes = read_store_meta(con)
+            if task is not None and self.task is None:
                 con.executemany("INSERT INTO meta VALUES (?, ?)", [("task", task), ("classes", json.dumps(classes or [])), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
-                meta = {"task": task, "classes": json.dumps(classes or [])}
-        self.task = meta.get("task")
-        self.classes = json.loads(meta.get("classes", "[]"))
+                self.task, self.classes = task, list(classes or [])
         if task is not None and self.task != task:
             raise FeedbackError(f"{self.db}: holds '{self.task}' feedback, not '{task}'; use another --feedback folder.")
         if classes is not None and self.classes and list(classes) != self.classes:
@@ -237,33 +203,6 @@ class FeedbackStore:
         """Every stored correction, oldest first; with ``check_files`` a missing or altered input is an error."""
         con = self._connect()
         try:
-            rows = con.execute("SELECT id, created, task, input, input_sha256, correction, prediction FROM feedback ORDER BY id").fetchall()
+            return read_examples(con, self.db, check_files)
         finally:
             con.close()
-        out = []
-        for rid, created, task, inp, sha, corr, pred in rows:
-            path = self.folder / inp
-            if check_files:
-                if not path.is_file():
-                    raise FeedbackError(f"{self.db}, row {rid}: its input {path} is missing.")
-                if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-                    raise FeedbackError(f"{self.db}, row {rid}: its input {path} was changed since it was stored (sha256 differs).")
-            out.append(Example(rid, task, path, json.loads(corr), json.loads(pred) if pred else None, created))
-        return out
-
-
-def read_feedback(path: str | os.PathLike, task: str, classes: list[str] | None = None) -> list[Example]:
-    """The corrections of an existing store, checked against the training task and classes
-    (``--data.feedback``). Raises :class:`FeedbackError` naming the file."""
-    db = db_path(path)
-    if not db.is_file():
-        raise FeedbackError(f"{db}: no feedback database (--data.feedback takes serve.py's feedback folder or its feedback.db).")
-    store = FeedbackStore(db)
-    if store.task != task:
-        raise FeedbackError(f"{db}: holds '{store.task}' feedback; this datamodule trains '{task}'.")
-    if classes is not None and store.classes and list(classes) != store.classes:
-        raise FeedbackError(f"{db}: its classes ({len(store.classes)}: {store.classes[:4]}...) differ from the data's ({len(classes)}: {list(classes)[:4]}...).")
-    examples = store.examples()
-    if not examples:
-        raise FeedbackError(f"{db}: no corrections stored yet.")
-    return examples

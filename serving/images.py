@@ -150,11 +150,17 @@ def decode_errors(what: str) -> Iterator[None]:
         raise InputError(422, f"the uploaded {what} is truncated or corrupt ({type(e).__name__}: {e}).") from None
 
 
+def exif_turned(im: Image.Image) -> bool:
+    """Whether an opened image's EXIF orientation turns or mirrors it (a browser shows it so)."""
+    with decode_errors("image"):
+        return im.getexif().get(0x0112, 1) not in (0, 1)
+
+
 def to_rgb(im: Image.Image, what: str = "image") -> tuple[np.ndarray, bool]:
     """(RGB uint8 HWC as a browser shows it, whether the pixels differ from a plain 8-bit
     decode of the file): EXIF orientation applied, 16-bit grey scaled to 8 bits (not clipped)."""
     with decode_errors(what):
-        changed = im.getexif().get(0x0112, 1) not in (0, 1)
+        changed = exif_turned(im)
         if changed:
             im = ImageOps.exif_transpose(im)
         if im.mode in SIXTEEN_BIT:

@@ -13,6 +13,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from models.inference import scores
+
 from .base import BaseTask
 from .pictures import grid, pyplot, to_hwc
 
@@ -146,7 +148,7 @@ class ClassificationTask(BaseTask):
 
     # -- prediction ------------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        probs = self(batch["image"]).float().softmax(-1).cpu()
+        probs = scores(self.kind, self, batch["image"], tta=getattr(self, "tta", False)).cpu()  # as served (models/inference.py)
         conf, pred = probs.max(-1)
         return [
             {"name": n, "label": self.class_names[k], "probability": float(c), "probs": p}

@@ -20,7 +20,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from .decide import expected_f2_decision
+from models.decide import expected_f2_decision
 
 
 def fbeta_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, beta: float = 2.0, zero_division: float = 1.0) -> torch.Tensor:
@@ -130,7 +130,7 @@ class TunedFBeta(Metric):
     (thresholds tuned on alternate images, scored on the others, averaged) without the
     in-sample optimism of the returned value, ``fixed_score``, the score at ``start``, and with
     ``expected``, ``expected_score``: the score of each image's expected-F-beta tag set
-    (:func:`tasks.decide.expected_f2_decision`, nothing tuned).
+    (:func:`models.decide.expected_f2_decision`, nothing tuned).
 
     Args:
         beta, zero_division: as in :class:`SamplesFBeta`.

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import interpret as stats
-from .tta import active
+from models.tta import active
 
 EPS = 1e-7
 
@@ -80,7 +80,7 @@ class Collector:
 
 def answers(task, x: torch.Tensor, fallback) -> torch.Tensor:
     """The task's answers for ``x`` as its validation gives them: ``task.infer`` with the flips that
-    validation averages over (:func:`tasks.tta.active`: at the end of fit as fit's epochs, in
+    validation averages over (:func:`models.tta.active`: at the end of fit as fit's epochs, in
     ``interpret`` as ``validate``), or, for a task without ``infer``, ``fallback`` of its outputs."""
     infer = getattr(task, "infer", None)
     if infer is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from models.inference import palette  # noqa: F401 - the segmentation colours, shared with serving
+
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend, or a one-line install hint."""
@@ -24,16 +26,6 @@ def to_hwc(image: torch.Tensor) -> np.ndarray:
     if x.dtype != torch.uint8:
         x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
     return x.permute(1, 2, 0).numpy()
-
-
-def palette(n: int, void_index: int | None = None) -> np.ndarray:
-    """n distinct RGB colours (tab20 + tab20b), the void class black."""
-    plt = pyplot()
-    cols = [plt.get_cmap("tab20")(i)[:3] for i in range(20)] + [plt.get_cmap("tab20b")(i)[:3] for i in range(20)]
-    out = (np.array([cols[i % len(cols)] for i in range(n)]) * 255).astype(np.uint8)
-    if void_index is not None and 0 <= void_index < n:
-        out[void_index] = 0
-    return out
 
 
 def grid(n_rows: int, n_cols: int, cell: float = 2.5):

@@ -15,7 +15,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy
 
 from .base import BaseTask
-from .decide import expected_f2_decision
+from models.decide import expected_f2_decision
+from models.inference import decide_tags, scores
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
 from .pictures import grid, to_hwc
 from models.tta import active, group_for, mean_scores
@@ -35,7 +36,7 @@ class PlanetTask(BaseTask):
     (``test/f2_tuned``), ``predict`` and the result pictures; ``val/tuned_in_use`` says whether
     they are the tuned ones. ``val/f2_frequent`` is the baseline of always predicting the most
     frequent training tags (as many as maximise F2 on the training split). ``val/f2_expected`` (and
-    ``test/f2_expected``) score the expected-F2 rule (:mod:`tasks.decide`) on the same images; it
+    ``test/f2_expected``) score the expected-F2 rule (:mod:`models.decide`) on the same images; it
     tunes nothing, so it is not optimistic.
 
     Args:
@@ -53,7 +54,7 @@ class PlanetTask(BaseTask):
             probabilities: ``threshold`` (the fixed ``threshold``), ``tuned`` (the ``thresholds``
             buffer: the tuned ones where ``use_tuned`` says so, else ``threshold``) or
             ``expected_f2`` (the set with the highest expected F-beta, tags taken as independent:
-            :func:`tasks.decide.expected_f2_decision`).
+            :func:`models.decide.expected_f2_decision`).
         tta: validation, test and prediction average the tag probabilities over the 8 symmetries of
             a square image (the 4 flips of a rectangle); 8 (4) forward passes per image.
         tta_fit: with ``tta``, fit's per-epoch validation averages too; false keeps the epochs at
@@ -187,8 +188,8 @@ class PlanetTask(BaseTask):
 
     # -- prediction ---------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        probs = self.infer(batch["image"]).cpu()
-        keep = self.decide(probs)
+        probs = scores(self.kind, self, batch["image"], tta=self.tta).cpu()  # as served (models/inference.py)
+        keep = decide_tags(probs, self.decision, self.thresholds, self.threshold, self.beta, self.zero_division)
         return [
             {"name": n, "probs": p, "tags": [c for c, k in zip(self.class_names, row.tolist()) if k]}
             for n, p, row in zip(batch["name"], probs, keep)

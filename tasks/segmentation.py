@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from .base import BaseTask
 from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
+from models.inference import mask_ids, scores
 from models.tta import HFLIP, active, mean_maps
 
 
@@ -90,12 +91,8 @@ class SegmentationTask(BaseTask):
         return {"image": batch["image"][:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].cpu()}
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        logits = self.infer(batch["image"])
-        out = []
-        for lg, name, (h, w) in zip(logits, batch["name"], batch["orig_size"].tolist()):
-            full = F.interpolate(lg[None].float(), size=(h, w), mode="bilinear", align_corners=False)
-            out.append({"name": name, "mask": full.argmax(1)[0].to(torch.uint8).cpu()})
-        return out
+        log_probs = scores(self.kind, self, batch["image"], tta=self.tta)  # as served (models/inference.py)
+        return [{"name": name, "mask": mask_ids(lp, (h, w))} for lp, name, (h, w) in zip(log_probs, batch["name"], batch["orig_size"].tolist())]
 
     def write_predictions(self, predictions: list[dict], folder: Path) -> None:
         """Class-id masks as ``<stem>_P.png`` (the CamVid label layout) plus a colour preview."""

@@ -20,6 +20,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
+from models.inference import text_probs
+
 from . import interpret
 from .base import BaseTask
 from .masking import mask_tokens
@@ -150,7 +152,7 @@ class TextClassificationTask(_TextTask):
 
     # -- prediction ------------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        probs = self(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
+        probs = text_probs(self, batch["input_ids"], batch["attention_mask"])  # as served (models/inference.py)
         conf, pred = probs.max(-1)
         return [
             {"index": int(i), "review": name, "label": self.class_names[p], "probability": round(c, 4)}

@@ -7,7 +7,7 @@ from itertools import product
 import pytest
 import torch
 
-from tasks.decide import candidate_sets, count_distribution, expected_f2_decision, expected_fbeta
+from models.decide import candidate_sets, count_distribution, expected_f2_decision, expected_fbeta
 from tasks.fbeta import fbeta_from_counts
 
 

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.decide import expected_f2_decision
+from models.decide import expected_f2_decision
 from tasks.planet import PlanetTask
 from tasks.pointreg import PointRegressionTask
 from tasks.segmentation import SegmentationTask
-from tasks.tta import HFLIP, IDENTITY, Flip, dihedral, flips, group_for, mean_maps, mean_points, mean_scores
+from models.tta import HFLIP, IDENTITY, Flip, dihedral, flips, group_for, mean_maps, mean_points, mean_scores
 
 
 def dot_image(h: int, w: int, row: int, col: int, b: int = 1) -> torch.Tensor:
@@ -258,7 +258,7 @@ def test_tta_fit_false_keeps_fit_validation_plain():
 
     from pytorch_lightning.trainer.states import TrainerFn
 
-    from tasks.tta import active
+    from models.tta import active
 
     task = PointRegressionTask(DotFinder(), zero_head=False, tta=True, tta_fit=False)
     assert not active(task, "train") and active(task, "val") and active(task, "test")  # no trainer: validate-like

@@ -10,7 +10,7 @@ What comes back through a flip:
 * scores of the whole image (Planet's tags): unchanged, so they are averaged as they are;
 * maps (CamVid's class probabilities, ``(B, C, H, W)``) and masks (``(B, H, W)``): flipped back;
 * points (BIWI's centre, ``(B, 2)`` ``(x, y)`` in [-1, 1] with pixel centres at ``(2i + 1) / n - 1``,
-  the ``align_corners=False`` convention of ``tasks/pointreg.py`` and ``datamodules/batch_augment.py``):
+  the ``align_corners=False`` convention of ``models/inference.py`` (``to_pixels``) and ``datamodules/batch_augment.py``):
   a left-right mirror takes pixel ``i`` to ``n - 1 - i``, which is ``x -> -x`` exactly; a top-bottom
   mirror is ``y -> -y``; a transpose swaps ``x`` and ``y``.
 """
