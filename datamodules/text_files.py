@@ -7,23 +7,15 @@ Every error is one :class:`~datamodules.base.DataError` line naming the file (an
 
 from __future__ import annotations
 
-import html
-import re
 from pathlib import Path
 
 import pandas as pd
 
+from models.inference import clean_text  # the same cleaning as serving's
+
 from .base import DataError
 from .checks import decode_text, read_text
 from .splits import FALSE, TRUE
-
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
-
-
-def clean_text(text: str) -> str:
-    """HTML line breaks and entities to plain text, runs of whitespace to one space."""
-    return _SPACE.sub(" ", html.unescape(_BR.sub("\n", text))).strip()
 
 
 class Texts:
