@@ -5,7 +5,9 @@ For each task a bundle is exported from a ``fast_dev_run`` model at the task con
 uvicorn on a free 127.0.0.1 port in this process, and an httpx client sends ``--requests``
 requests one after another (after ``--warmup`` unmeasured ones). Inputs: a 256x256 JPEG for
 Planet (a Kaggle chip), a 960x720 JPEG for CamVid (a CamVid frame), a 640x480 JPEG for BIWI (a
-Kinect frame), a 230-word review for IMDB.
+Kinect frame), a 230-word review for IMDB. Start-up: a fresh process times ``import serving.app``
+and ``create_app(bundle)`` (the server's own import and load, before uvicorn) and lists the
+training packages it imported (none: serving needs only ``models/``).
 
     python benchmarks/serve_latency.py                       # all four tasks
     python benchmarks/serve_latency.py --tasks camvid --bundle camvid=runs/camvid/<time>/bundle
@@ -86,6 +88,26 @@ def serve(app):
     return server, thread, f"http://127.0.0.1:{port}"
 
 
+STARTUP = """
+import json, sys, time
+t0 = time.perf_counter()
+from serving.app import create_app
+t1 = time.perf_counter()
+create_app(sys.argv[1], feedback_db=sys.argv[2])
+t2 = time.perf_counter()
+heavy = ("pytorch_lightning", "lightning_fabric", "torchmetrics", "tasks", "datamodules", "callbacks", "matplotlib")
+print(json.dumps({"import_s": round(t1 - t0, 2), "create_app_s": round(t2 - t1, 2), "heavy": sorted({m.split(".")[0] for m in sys.modules} & set(heavy))}))
+"""
+
+
+def startup(bundle: Path, feedback: Path) -> dict:
+    """Seconds a fresh process takes to import the server and load ``bundle`` (``STARTUP``)."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", STARTUP, str(bundle), str(feedback)], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path) -> dict:
     import httpx
 
@@ -133,11 +155,12 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         for task in args.tasks:
             bundle = Path(given[task]) if task in given else export(task, tmp)
-            rows.append(measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}"))
+            rows.append(measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}") | startup(bundle, tmp / f"feedback-{task}"))
     print(f"\nPOST /predict latency over HTTP on localhost, CPU ({torch.get_num_threads()} torch threads), {args.requests} sequential requests")
-    print("| task | request | model input | median ms | p95 ms |\n|---|---|---|---|---|")
+    print("| task | request | model input | median ms | p95 ms | import s | create_app s | training packages imported |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['request']} | {r['model_input']} | {r['median_ms']} | {r['p95_ms']} |")
+        heavy = ", ".join(r["heavy"]) or "none"
+        print(f"| {r['task']} | {r['request']} | {r['model_input']} | {r['median_ms']} | {r['p95_ms']} | {r['import_s']} | {r['create_app_s']} | {heavy} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
 

@@ -101,23 +101,8 @@ def trained_input_size(ckpt_path: str | os.PathLike) -> tuple[int, int] | int | 
     return size if isinstance(size, int) else (tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None)
 
 
-def export_bundle(
-    model: nn.Module,
-    out: str | os.PathLike,
-    input_size: tuple[int, int] | int,
-    name: str | None = None,
-    source: str | None = None,
-) -> Path:
-    """Write ``model`` (a task from ``tasks/``) as a bundle folder ``out`` (replaced atomically).
-
-    Args:
-        model: the trained LightningModule; its ``net`` must record ``init_args`` (the
-            networks in ``models/`` do).
-        out: the bundle folder.
-        input_size: (height, width) images are resized to, or IMDB's ``max_length`` in tokens.
-        name: a display name (e.g. the ``--task`` name).
-        source: the checkpoint the weights came from, for the record.
-    """
+def bundle_meta(model: nn.Module, input_size: tuple[int, int] | int, name: str | None = None, source: str | None = None) -> dict[str, Any]:
+    """``bundle.json`` of a task (without ``files``): its kind, network, input and decoding options."""
     from models.registry import UnsafeFileError, network_name
 
     kind = task_type(model)
@@ -157,6 +142,29 @@ def export_bundle(
         meta["threshold"] = float(model.threshold)
         meta["thresholds"] = [round(float(t), 6) for t in model.thresholds.cpu()]
         meta.update(decision=str(getattr(model, "decision", "tuned")), beta=float(getattr(model, "beta", 2.0)), zero_division=float(getattr(model, "zero_division", 1.0)))
+    return meta
+
+
+def export_bundle(
+    model: nn.Module,
+    out: str | os.PathLike,
+    input_size: tuple[int, int] | int,
+    name: str | None = None,
+    source: str | None = None,
+) -> Path:
+    """Write ``model`` (a task from ``tasks/``) as a bundle folder ``out`` (replaced atomically).
+
+    Args:
+        model: the trained LightningModule; its ``net`` must record ``init_args`` (the
+            networks in ``models/`` do).
+        out: the bundle folder.
+        input_size: (height, width) images are resized to, or IMDB's ``max_length`` in tokens.
+        name: a display name (e.g. the ``--task`` name).
+        source: the checkpoint the weights came from, for the record.
+    """
+    kind = task_type(model)
+    net = model.net
+    meta = bundle_meta(model, input_size, name, source)
     out = Path(out).expanduser().resolve()
     tmp = _atomic_dir(out)
     try:

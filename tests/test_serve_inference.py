@@ -65,6 +65,10 @@ def datamodule(kind: str, folder: Path):
     from datamodules.segment import SegmentationDataModule
 
     common = {"size": list(SIZE), "batch_size": 2, "num_workers": 0, "predict_dir": str(folder)}
+    if kind == "segmentation":  # its setup reads the root's layout: the built-in CamVid sample
+        from datamodules.camvid import CamVidDataModule
+
+        return CamVidDataModule(root=None, **common)
     cls = {"multilabel": MultiLabelDataModule, "segmentation": SegmentationDataModule, "points": PointsDataModule, "single": ClassifyDataModule}[kind]
     return cls(root=str(folder), **common)
 
@@ -208,3 +212,60 @@ def test_layers_models_and_serving(package, allowed):
 def test_datamodules_do_not_import_serving_or_tasks():
     bad = {p.name: our_imports(p) & {"serving", "tasks"} for p in sorted((ROOT / "datamodules").rglob("*.py")) if our_imports(p) & {"serving", "tasks"}}
     assert bad == {}
+
+
+def test_palette_is_matplotlibs_tab20_without_matplotlib():
+    import matplotlib
+
+    from models.inference import palette
+
+    cols = [matplotlib.colormaps["tab20"](i)[:3] for i in range(20)] + [matplotlib.colormaps["tab20b"](i)[:3] for i in range(20)]
+    want = (np.array([cols[i % 40] for i in range(45)]) * 255).astype(np.uint8)
+    want[7] = 0
+    assert np.array_equal(palette(45, void_index=7), want)
+
+
+def test_served_tags_follow_the_bundles_decision():
+    """Planet's three decisions answer as ``PlanetTask.predict_step``'s ``decide_tags`` does."""
+    from types import SimpleNamespace
+
+    from models.decide import expected_f2_decision
+    from serving.predict import Predictor
+
+    probs = torch.tensor([0.9, 0.45, 0.3, 0.05])
+    net = torch.nn.Linear(1, 1)
+    for decision, want in (("threshold", probs >= 0.4), ("tuned", probs >= torch.tensor([0.95, 0.4, 0.2, 0.01])),
+                           ("expected_f2", expected_f2_decision(probs[None], 2.0)[0])):
+        meta = {"task": "multilabel", "classes": list("abcd"), "threshold": 0.4, "thresholds": [0.95, 0.4, 0.2, 0.01], "decision": decision, "input": {"size": [8, 8]}}
+        got = Predictor(SimpleNamespace(meta=meta, net=net, palette=None))._tags(probs)
+        assert sorted(got["predicted"]) == [c for c, k in zip("abcd", want.tolist()) if k], decision
+    assert not torch.equal(probs >= 0.4, expected_f2_decision(probs[None], 2.0)[0])  # the decisions differ here
+
+
+def test_a_large_jpeg_decodes_drafted_as_training_reads_it(tmp_path):
+    """The served model input is the datamodules' (``read_rgb`` with the draft, area resize);
+    an EXIF-turned JPEG is stored as a PNG and read in full, as training would read that PNG."""
+    import cv2
+
+    from datamodules.base import read_rgb
+    from serving.predict import Predictor
+
+    from types import SimpleNamespace
+
+    data = noise_jpeg(tmp_path / "big.jpg", 480, 640, 5)
+    meta = {"task": "point", "classes": [], "input": {"size": [32, 48], "resize": "area", "draft": True}}
+    pred = Predictor(SimpleNamespace(meta=meta, net=torch.nn.Linear(1, 1), palette=None))
+    got = pred.decode(data)
+    want = cv2.resize(read_rgb(tmp_path / "big.jpg", draft=(48, 32)), (48, 32), interpolation=cv2.INTER_AREA)
+    assert got.size == (480, 640) and got.ext == ".jpg" and got.data == data and np.array_equal(got.small, want)
+    full = cv2.resize(read_rgb(tmp_path / "big.jpg"), (48, 32), interpolation=cv2.INTER_AREA)
+    assert not np.array_equal(full, want)  # the draft changes what the model sees: worth matching
+    im = Image.open(io.BytesIO(data))
+    exif = im.getexif()
+    exif[0x0112] = 6  # turned 90 degrees
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=90)
+    turned = pred.decode(buf.getvalue())
+    assert turned.size == (640, 480) and turned.ext == ".png"
+    stored = np.asarray(Image.open(io.BytesIO(turned.data)))
+    assert stored.shape == (640, 480, 3) and np.array_equal(turned.small, cv2.resize(stored, (48, 32), interpolation=cv2.INTER_AREA))
