@@ -153,9 +153,9 @@ def test_fit_end_camvid_planted_mask_has_the_lowest_iou(camvid):
     classes = {r["class"] for r in read_csv(folder / "classes.csv")}
     assert "Animal" in classes and "Void" not in classes
     assert (folder / "lowest_iou.png").stat().st_size > 1000 and (folder / "confusion.png").is_file()
-    wandb = list((camvid / "wandb").glob("offline-run-*"))
-    if wandb and list(wandb[0].glob("run-*.wandb")):
-        assert list(wandb[0].rglob("media/images/interpret/*.png")) and list(wandb[0].rglob("media/table/interpret/*.table.json"))
+    wandb = list((camvid / "wandb").glob("offline-run-*"))  # the offline W&B run (tests/conftest.py: WANDB_MODE offline)
+    assert len(wandb) == 1 and list(wandb[0].glob("run-*.wandb")), wandb
+    assert list(wandb[0].rglob("media/images/interpret/*.png")) and list(wandb[0].rglob("media/table/interpret/*.table.json"))
 
 
 def test_fit_end_biwi_planted_point_has_the_largest_error(tmp_path, runner):
