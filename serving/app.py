@@ -19,7 +19,6 @@ from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field  # pydantic refuses lone surrogates itself (string_unicode)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .bundle import load_bundle
@@ -27,79 +26,12 @@ from .feedback import FeedbackStore, KeyReused
 from .limits import BodyLimit, BodyTooLarge, JsonLimit, TooLarge, parse_json
 from .images import DECODE_SLOTS
 from .predict import DEFAULT_MAX_PIXELS, InputError, Predictor, png_bytes
+from .schemas import ANSWERS, FeedbackAnswer, TextFeedback, TextIn
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-MAX_TEXT_CHARS = 100_000
 MAX_CORRECTION_BYTES = 64 * 1024
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
-
-
-# -- request / response schemas (OpenAPI) -------------------------------------------------
-class TextIn(BaseModel):
-    text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
-
-
-class TextFeedback(BaseModel):
-    text: str = Field(..., description="the review", max_length=MAX_TEXT_CHARS)
-    label: str = Field(..., description="the right label, one of the classes", max_length=200)
-    idempotency_key: str | None = Field(None, description="the same key on a retry stores the correction once (or header Idempotency-Key)", max_length=255)
-
-
-class TagScore(BaseModel):
-    tag: str
-    probability: float
-    threshold: float
-    predicted: bool
-
-
-class TagsAnswer(BaseModel):
-    predicted: list[str] = Field(description="tags whose probability reaches their threshold")
-    tags: list[TagScore] = Field(description="every tag, most probable first")
-
-
-class ClassShare(BaseModel):
-    class_: str = Field(alias="class")
-    id: int
-    share: float = Field(description="share of the image's pixels")
-    color: list[int] | None = None
-
-
-class MaskAnswer(BaseModel):
-    width: int
-    height: int
-    mask_png: str = Field(description="base64 PNG, one class id per pixel, at the uploaded image's size")
-    shares: list[ClassShare]
-
-
-class PointAnswer(BaseModel):
-    x: float = Field(description="pixel column in the uploaded image (pixel centres at integers)")
-    y: float = Field(description="pixel row in the uploaded image")
-    width: int
-    height: int
-
-
-class TextAnswer(BaseModel):
-    label: str
-    probability: float
-    probabilities: dict[str, float]
-    tokens: int
-
-
-class LabelAnswer(BaseModel):
-    label: str = Field(description="the most probable class")
-    probability: float
-    probabilities: dict[str, float] = Field(description="every class's probability (softmax)")
-
-
-class FeedbackAnswer(BaseModel):
-    id: int
-    input: str
-    count: int
-    replayed: bool = Field(False, description="true: this idempotency key was stored before; nothing new was stored")
-
-
-ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointAnswer, "text": TextAnswer, "classify": LabelAnswer}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -179,6 +111,15 @@ def create_app(
     app.add_middleware(JsonLimit)
     app.add_middleware(BodyLimit, max_bytes=max_bytes)  # outermost: a declared oversize body is refused first
 
+    _error_handlers(app, task, max_bytes)
+    _page_and_info(app, {"max_bytes": max_bytes, "max_pixels": max_pixels, "decode_slots": decode_slots})
+    (_text_routes if task == "text" else _image_routes)(app)
+    return app
+
+
+def _error_handlers(app: FastAPI, task: str, max_bytes: int) -> None:
+    """Every refused request as a 4xx JSON answer ``{"error": ...}``."""
+
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError):
         return _error(exc.status, exc.message)
@@ -197,6 +138,11 @@ def create_app(
             return _error(413, f"the request body is larger than the limit of {max_bytes:,} bytes.")
         return _error(exc.status_code, str(exc.detail))
 
+
+def _page_and_info(app: FastAPI, limits: dict[str, int]) -> None:
+    """The page, ``/health``, ``/info`` and the feedback count."""
+    bundle, predictor, store = app.state.bundle, app.state.predictor, app.state.store
+    task, classes = bundle.task, bundle.classes
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -215,7 +161,7 @@ def create_app(
         return {
             "task": task, "name": meta.get("name"), "classes": classes, "input": meta["input"],
             "thresholds": meta.get("thresholds"), "void_index": meta.get("void_index"), "palette": bundle.palette,
-            "max_bytes": max_bytes, "max_pixels": max_pixels, "decode_slots": decode_slots, "feedback": store.count(),
+            **limits, "feedback": store.count(),
             "tta": predictor.tta,  # answers averaged over flipped copies (the page says so)
         }
 
@@ -224,26 +170,33 @@ def create_app(
         """How many corrections are stored, and where."""
         return {"count": store.count(), "db": str(store.db)}
 
-    answer = ANSWERS[task]
-    if task == "text":
 
-        @app.post("/predict", response_model=answer)
-        def predict_text(body: TextIn):
-            """Sentiment of a review: label and probability."""
-            return predictor.predict_text(body.text)
+def _text_routes(app: FastAPI) -> None:
+    """``/predict`` and ``/feedback`` of a text classifier (JSON bodies)."""
+    bundle, predictor, store = app.state.bundle, app.state.predictor, app.state.store
+    classes, answer = bundle.classes, ANSWERS[bundle.task]
 
-        @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
-        def feedback_text(body: TextFeedback, idempotency_key: str | None = Header(None, description="a retry with the same key stores nothing new")):
-            """Store the right label of a review the model got wrong."""
-            key = _idempotency_key(idempotency_key, body.idempotency_key)
-            if body.label not in classes:
-                raise InputError(422, f"label '{body.label}' is not one of {classes}.")
-            data, corr = body.text.encode("utf-8"), {"label": body.label}
-            if key is not None and (found := store.find(key, store.fingerprint(data, corr))) is not None:
-                return _stored(store, found)
-            return _stored(store, store.add(data, ".txt", corr, predictor.predict_text(body.text), key=key))
+    @app.post("/predict", response_model=answer)
+    def predict_text(body: TextIn):
+        """Sentiment of a review: label and probability."""
+        return predictor.predict_text(body.text)
 
-        return app
+    @app.post("/feedback", response_model=FeedbackAnswer, status_code=201)
+    def feedback_text(body: TextFeedback, idempotency_key: str | None = Header(None, description="a retry with the same key stores nothing new")):
+        """Store the right label of a review the model got wrong."""
+        key = _idempotency_key(idempotency_key, body.idempotency_key)
+        if body.label not in classes:
+            raise InputError(422, f"label '{body.label}' is not one of {classes}.")
+        data, corr = body.text.encode("utf-8"), {"label": body.label}
+        if key is not None and (found := store.find(key, store.fingerprint(data, corr))) is not None:
+            return _stored(store, found)
+        return _stored(store, store.add(data, ".txt", corr, predictor.predict_text(body.text), key=key))
+
+
+def _image_routes(app: FastAPI) -> None:
+    """``/predict`` and ``/feedback`` of an image model (multipart uploads)."""
+    bundle, predictor, store = app.state.bundle, app.state.predictor, app.state.store
+    task, classes, answer = bundle.task, bundle.classes, ANSWERS[bundle.task]
 
     @app.post("/predict", response_model=answer, response_model_by_alias=True)
     def predict_image(file: UploadFile = File(..., description="the image (JPEG, PNG...)")):
@@ -267,8 +220,6 @@ def create_app(
             return _stored(store, found)
         prediction = predictor.answer(image, mask_png=False)
         return _stored(store, store.add(image.data, image.ext, corr, prediction, files=files, key=key))
-
-    return app
 
 
 def _checked_correction(task: str, classes: list[str], corr: dict, image, mask: UploadFile | None, predictor: Predictor) -> tuple[dict, dict | None]:
