@@ -5,8 +5,10 @@ from .checkpoint_io import CheckpointError, FiniteCheckpointIO
 from .nan_guard import NanGuard, TrainingDiverged
 from .pictures import Pictures
 from .plots import Recorder
-from .predictions import PredictionWriter, SaveLast
+from .checkpoints import ExceptionCheckpoint, ResumeState, last_checkpoint
+from .predictions import PredictionWriter
 from .speed import MemoryFormat
 from .stages import Stage, Stages
 
-__all__ = ["CheckpointError", "FiniteCheckpointIO", "MemoryFormat", "NanGuard", "Pictures", "PredictionWriter", "Recorder", "SaveLast", "Stage", "Stages", "TrainingDiverged"]
+__all__ = ["CheckpointError", "ExceptionCheckpoint", "FiniteCheckpointIO", "MemoryFormat", "NanGuard", "Pictures", "PredictionWriter", "Recorder",
+           "ResumeState", "Stage", "Stages", "TrainingDiverged", "last_checkpoint"]

@@ -2,8 +2,8 @@
 
 ``FiniteCheckpointIO`` wraps the strategy's checkpoint plugin (``NanGuard`` installs it): every
 Lightning load (``--ckpt_path`` for fit/validate/test/predict) runs ``torch.load`` with
-``weights_only=True``, and every save (the best-model ``ModelCheckpoint``, ``SaveLast``, the stage
-checkpoints, ``OnExceptionCheckpoint``) first checks that the weights are finite.
+``weights_only=True``, and every save (the best-model and ``last.ckpt`` ModelCheckpoints, the stage
+checkpoints, ``on_exception.ckpt``) first checks that the weights are finite.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class FiniteCheckpointIO(CheckpointIO):
 
     A refused save raises (``refuse(path, what)``, default :class:`NonFiniteWeights`: the run stops
     before, e.g., ``ModelCheckpoint`` replaces its best file), except while Lightning handles an
-    exception (``OnExceptionCheckpoint``): then it writes nothing and says so.
+    exception (``on_exception.ckpt``): then it writes nothing and says so.
     """
 
     def __init__(self, inner: CheckpointIO, trainer=None, refuse=None):

@@ -141,10 +141,10 @@ class NanGuard(pl.Callback):
 
     @staticmethod
     def _kept(trainer) -> list[str]:
-        from .predictions import SaveLast
+        from .checkpoints import last_checkpoint_path
 
         root = Path(trainer.default_root_dir)
-        paths = [c.path for c in trainer.callbacks if isinstance(c, SaveLast)]
+        paths = [p for p in [last_checkpoint_path(trainer)] if p is not None]
         best = getattr(trainer.checkpoint_callback, "best_model_path", None)
         paths += [Path(best)] if best else []
         out = []

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +177,34 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     ckpts = {p.name for p in (runs[0] / "checkpoints").iterdir()}
     assert {"stage-1.ckpt", "stage-2.ckpt", "stage-3.ckpt", "last.ckpt"} <= ckpts
     assert out.stdout.count("LR range test suggests") == 1  # rank 0 prints; rank 1 got it by broadcast
+
+
+# what a run must not print: warnings the project once caused (issue 16)
+NOT_OURS_TO_PRINT = {
+    "implicit resume": r"ckpt_path=None\)` was called without a model",
+    "implicit last": r'ckpt_path="last"\) is set, but there is no last checkpoint',
+    "weights_only unset": r"weights_only",
+    "args and argv": r"not recommended to provide both args and command line arguments",
+    "dirpath changed": r"dirpath has changed",
+    "module hook ignored": r"overridden `on_after_batch_transfer`",
+    "callbacks missing": r"callbacks used to create the checkpoint need to be provided",
+}
+
+
+def test_a_run_prints_no_warning_the_project_causes(run_cli, tmp_path, recwarn, caplog, capsys):
+    """A fit, a fit from its last.ckpt in a new run folder (a load, callbacks restored) and a
+    validate of it: no warning of the list above, and none attributed to our own code."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="pytorch_lightning")
+    tiny = ["--task", "camvid", "--data.init_args.size", "[32,32]", "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--interpretation.enabled", "false", "--trainer.max_epochs", "1"]
+    _, first = run_cli(tiny)
+    last = first / "checkpoints" / "last.ckpt"
+    _, second = run_cli([*tiny, "--ckpt_path", str(last)])  # the run had ended: nothing more to train
+    assert json.loads((second / "metrics.json").read_text())["global_step"] == 2
+    run_cli(["validate", *tiny, "--ckpt_path", str(last)])
+    out = capsys.readouterr()
+    text = "\n".join([out.out, out.err, caplog.text, *(str(w.message) for w in recwarn)])
+    assert [name for name, pattern in NOT_OURS_TO_PRINT.items() if re.search(pattern, text)] == []
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in recwarn if Path(w.filename).resolve().is_relative_to(ROOT) and ".venv" not in w.filename]
+    assert ours == []

@@ -115,7 +115,7 @@ def test_device_augmentation_draws_depend_on_the_batch_count_only():
 
 
 def test_ckpt_path_last_looks_in_the_given_run_or_the_newest_run(tmp_path):
-    from train import KitCLI
+    from cli.run_folder import find_last
 
     runs = tmp_path / "runs"
 
@@ -130,15 +130,15 @@ def test_ckpt_path_last_looks_in_the_given_run_or_the_newest_run(tmp_path):
     newest = ckpt("20240102-000000-10", "on_exception.ckpt")
     (runs / "camvid" / "20240103-000000").mkdir()  # a newer run without a checkpoint (failed at setup)
     os.utime(old, (2e9, 2e9))  # touched later than the others: the run still decides, not the file time
-    assert KitCLI._find_last(str(runs), "camvid") == str(newest)
-    assert KitCLI._find_last(str(runs), "camvid", str(old.parent.parent)) == str(old)
+    assert find_last(str(runs), "camvid") == str(newest)
+    assert find_last(str(runs), "camvid", str(old.parent.parent)) == str(old)
     exc = ckpt("20240101-000000", "on_exception.ckpt")
     os.utime(exc, (2.1e9, 2.1e9))
-    assert KitCLI._find_last(str(runs), "camvid", str(old.parent.parent)) == str(exc)  # the newer of the run's two
+    assert find_last(str(runs), "camvid", str(old.parent.parent)) == str(exc)  # the newer of the run's two
     with pytest.raises(SystemExit, match="no last.ckpt or on_exception.ckpt in"):
-        KitCLI._find_last(str(runs), "camvid", str(runs / "camvid" / "20240103-000000"))
+        find_last(str(runs), "camvid", str(runs / "camvid" / "20240103-000000"))
     with pytest.raises(SystemExit, match="no run under"):
-        KitCLI._find_last(str(runs), "planet")
+        find_last(str(runs), "planet")
 
 
 # -- whole runs in this process ---------------------------------------------------------
