@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 
 class KillAt(pl.Callback):
     """Sends ``sig`` (``KILL`` or ``TERM``) to this process once ``global_step`` reaches ``step``,
-    at the end of that training batch (before the callbacks after it, e.g. ``SaveLast``, run)."""
+    at the end of that training batch (before the callbacks after it, e.g. the ``last.ckpt`` checkpoints, run)."""
 
     def __init__(self, step: int, sig: str = "KILL"):
         self.step, self.sig = step, sig
