@@ -127,26 +127,6 @@ def read_rgb(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:
         raise DataError(f"{path}: unreadable image ({e}).") from e
 
 
-def parse_size(size, minimum: int = 1, multiple: int = 1, hint: str = "") -> tuple[int, int]:
-    """``--data.size`` as (height, width): one number or two, each >= ``minimum`` and a multiple of ``multiple``."""
-    hw = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
-    if len(hw) != 2 or any(s < minimum or s % multiple for s in hw):
-        rule = f"at least {minimum}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
-        raise DataError(f"--data.size {list(hw)}: give one side or [height, width], each {rule}{hint}.")
-    return hw
-
-
-def unique_classes(classes: list | None, what: str = "classes") -> list[str] | None:
-    """A given ``--data.init_args.classes`` as strings (None: not given); one line if a name repeats."""
-    if not classes:
-        return None
-    names = [str(c).strip() for c in classes]
-    dup = sorted({c for c in names if names.count(c) > 1})
-    if dup:
-        raise DataError(f"--data.init_args.classes: duplicate {what} {dup}; list each once.")
-    return names
-
-
 def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded random split: (train indices, valid indices); see :func:`datamodules.splits.random_split`."""
     from .splits import random_split

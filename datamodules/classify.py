@@ -26,11 +26,11 @@ import cv2
 import torch
 from torch.utils.data import Dataset
 
-from .base import DataError, read_rgb, unique_classes
+from .base import DataError, read_rgb
 from .checks import read_text
 from .classify_sample import write_classify_sample
 from .files import IMAGE_EXTS, list_images, locate
-from .images import ImageDataModule
+from .images import ImageDataModule, unique_classes
 from .splits import default_split, split_folders, split_items
 
 

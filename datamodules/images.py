@@ -10,12 +10,32 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from .augment import Augment
-from .base import BaseDataModule, DataError, parse_size
+from .base import BaseDataModule, DataError
 from .checks import DECODE_BUDGET, check_images
 from .files import predict_images
 from .splits import default_split, parse_split
 
 SKIP_HINT = "--data.init_args.skip_unreadable true leaves such images out."
+
+
+def parse_size(size, minimum: int = 1, multiple: int = 1, hint: str = "") -> tuple[int, int]:
+    """``--data.size`` as (height, width): one number or two, each >= ``minimum`` and a multiple of ``multiple``."""
+    hw = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+    if len(hw) != 2 or any(s < minimum or s % multiple for s in hw):
+        rule = f"at least {minimum}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        raise DataError(f"--data.size {list(hw)}: give one side or [height, width], each {rule}{hint}.")
+    return hw
+
+
+def unique_classes(classes: list | None, what: str = "classes") -> list[str] | None:
+    """A given ``--data.init_args.classes`` as strings (None: not given); one line if a name repeats."""
+    if not classes:
+        return None
+    names = [str(c).strip() for c in classes]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise DataError(f"--data.init_args.classes: duplicate {what} {dup}; list each once.")
+    return names
 
 
 class ImageDataModule(BaseDataModule):

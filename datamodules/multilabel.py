@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import Augment
-from .base import DataError, read_rgb, require_dir, unique_classes
-from .images import SKIP_HINT, ImageDataModule
+from .base import DataError, read_rgb, require_dir
+from .images import SKIP_HINT, ImageDataModule, unique_classes
 from .planet_sample import write_planet_sample
 from .splits import split_items
 from .files import locate

@@ -21,11 +21,11 @@ import hashlib
 from pathlib import Path
 
 from .augment import Augment
-from .base import DataError, cache_dir, require_dir, stage_splits, unique_classes
+from .base import DataError, cache_dir, require_dir, stage_splits
 from .camvid_sample import write_camvid_sample
 from .checks import check_image, read_mask, read_text
 from .files import IMAGE_EXTS, list_images
-from .images import ImageDataModule
+from .images import ImageDataModule, unique_classes
 from .segment_data import SegmentationDataset, check_pattern, mask_name, unmatched
 from .splits import default_split, parse_split, split_items
 

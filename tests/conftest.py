@@ -48,3 +48,19 @@ def run_cli(tmp_path, monkeypatch):
         return cli, cli.run_dir
 
     return run
+
+
+@pytest.fixture
+def printed_config(capsys):
+    """``train.cli_main([*args, "--print_config"])`` as ``(config dict, stderr)``."""
+    import yaml
+
+    from train import cli_main
+
+    def printed(args: list[str]):
+        with pytest.raises(SystemExit):
+            cli_main([*args, "--print_config"])
+        out = capsys.readouterr()
+        return yaml.safe_load(out.out), out.err
+
+    return printed

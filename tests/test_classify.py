@@ -349,17 +349,12 @@ def test_sample_is_deterministic_and_in_the_folder_layout(tmp_path):
     assert dm.classes == list(CLASSES) and dm.split_spec() == {"by": "folder"}
 
 
-def test_task_resolves_to_the_sample_overlay_without_root(capsys, tmp_path):
+def test_task_resolves_to_the_sample_overlay_without_root(printed_config, tmp_path):
     import yaml
 
-    from train import SAMPLE_DIR, cli_main
+    from train import SAMPLE_DIR
 
-    def printed(args):
-        with pytest.raises(SystemExit):
-            cli_main([*args, "--print_config"])
-        out = capsys.readouterr()
-        return yaml.safe_load(out.out), out.err
-
+    printed = printed_config
     cfg, note = printed(["--task", "classify"])
     sample = yaml.safe_load((SAMPLE_DIR / "classify.yaml").read_text())
     assert "configs/sample/classify.yaml" in note and cfg["data"]["init_args"]["root"] is None

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from datamodules import DataError
@@ -160,15 +159,8 @@ def test_planet_is_the_generic_datamodule_with_its_layouts_and_tags(tmp_path, la
         assert torch.equal(planet.targets(stage), generic.targets(stage))
 
 
-def test_sample_overlay_and_the_recipe(capsys, tmp_path):
-    from train import cli_main
-
-    def printed(args):
-        with pytest.raises(SystemExit):
-            cli_main([*args, "--print_config"])
-        out = capsys.readouterr()
-        return yaml.safe_load(out.out), out.err
-
+def test_sample_overlay_and_the_recipe(printed_config, tmp_path):
+    printed = printed_config
     alone, note = printed(["--task", "multilabel"])
     assert "configs/sample/multilabel.yaml" in note and alone["data"]["init_args"]["size"] == 64
     assert alone["data"]["class_path"] == "datamodules.multilabel.MultiLabelDataModule" and alone["model"]["class_path"] == "tasks.planet.PlanetTask"
