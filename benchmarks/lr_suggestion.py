@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pytorch_lightning as pl  # noqa: E402
 
 from callbacks import Stage, Stages  # noqa: E402
-from callbacks.lr_finder import range_test  # noqa: E402
-from callbacks.lr_suggest import RULES, suggest_all  # noqa: E402
+from callbacks.lr_finder import lr_find  # noqa: E402
+from callbacks.lr_suggest import RULES  # noqa: E402
 from train import cli_main  # noqa: E402
 
 GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
@@ -61,13 +61,12 @@ def bench(task: str, epochs: int, steps: int, limit: int | None) -> dict:
     dm, model = cli.datamodule, cli.model
     if stage.size is not None:
         dm.set_size(stage.size if isinstance(stage.size, int) else tuple(stage.size))
-    dm.setup("fit")
     init = copy.deepcopy(model.state_dict())
-    n_groups = len([g for g in model.layer_groups() if g])
-    start = stage.freeze_to if stage.freeze_to >= 0 else n_groups + stage.freeze_to
     t0 = time.time()
-    test = range_test(model, dm.train_dataloader(), min_lr=1e-6, max_lr=1.0, num_steps=steps, group_mults=[float(i >= start) for i in range(n_groups)])
-    sugg = suggest_all(test.lrs, test.losses)
+    # Lightning's finder on a trainer as the stage runs (frozen groups as the stage's freeze_to)
+    finder = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir="/tmp/lr_bench")
+    _, sugg, _ = lr_find(finder, model, dm, Path("/tmp/lr_bench"), freeze_to=stage.freeze_to, min_lr=1e-6, max_lr=1.0, num_steps=steps)
     rows = {}
     for rule in RULES:
         lr = sugg[rule].lr

@@ -1,23 +1,39 @@
-"""The LR range test (Smith 2015, fastai's ``lr_find``): a sweep that leaves no trace.
+"""The LR range test (Smith 2015, fastai's ``lr_find``) on Lightning's own LR finder.
 
-:func:`range_test` trains on a few batches with an exponentially growing LR, on a throw-away
-optimizer, then restores the weights, buffers (batch-norm statistics), the training mode and
-every RNG; :func:`find_lr` adds the suggestions (``callbacks.lr_suggest``), the plot and a JSON record.
+:class:`RangeFinder` is Lightning's ``LearningRateFinder``: the sweep runs through the trainer's
+own fit loop -- its precision, accumulation and clipping, the hooks, among them the datamodule's
+``on_after_batch_transfer`` (the device augmentation) -- on the trainer's optimizer with its
+settings; Lightning then restores weights, optimizer, schedulers and loops from a checkpoint, and
+the RNG is isolated. Around it, what Lightning's finder does not do for a stage of training:
+
+* frozen layer groups (LR 0 in the stage) stay frozen: their parameters do not require gradients
+  during the sweep (Lightning sets every parameter group to the swept LR);
+* raw losses: Lightning records a smoothed loss whose debiasing counts the trainer's global step;
+  :func:`unsmooth` undoes it exactly, and the rules (``callbacks.lr_suggest``) smooth on their own;
+* Lightning's divergence stop holds only for a sweep that starts at step 0 (later its best loss
+  reads 0 and it stops after one step), so a later sweep runs all its steps and the rules cut the curve;
+* the sweep is not cut short by the end of the fit's epochs, runs no validation, and leaves the
+  training loader on the epoch it was on.
+
+:func:`report` adds the suggestions, the plot and a JSON record; :func:`lr_find` is the
+``lr_find`` subcommand (a sweep at the start of a fit that then stops).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
+from pytorch_lightning.callbacks import LearningRateFinder
+from pytorch_lightning.utilities.exceptions import _TunerExitException
 
 from .lr_suggest import Suggestion, smooth_centered, suggest_all
+
+# the one set of defaults of a range test: the lr_find subcommand and Stages' ``lr: find``
+FIND_DEFAULTS = {"min_lr": 1e-6, "max_lr": 1.0, "num_steps": 60}
+LIGHTNING_BETA = 0.98  # the smoothing of Lightning's _LRCallback
 
 
 @dataclass
@@ -26,102 +42,95 @@ class RangeTest:
     losses: list[float] = field(default_factory=list)
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def unsmooth(smoothed, steps, beta: float = LIGHTNING_BETA) -> list[float]:
+    """The raw losses behind Lightning's recorded ones: ``avg = beta * avg + (1 - beta) * loss``,
+    recorded as ``avg / (1 - beta ** (step + 1))`` with ``step`` the trainer's global step (NaN where
+    a step returned no loss, the average then unchanged)."""
+    out, prev = [], 0.0
+    for value, step in zip(smoothed, steps):
+        if not np.isfinite(value):  # a NaN/inf loss makes every later point non-finite too
+            out.append(float(value))
+            continue
+        avg = float(value) * (1 - beta ** (step + 1))
+        out.append((avg - beta * prev) / (1 - beta))
+        prev = avg
+    return out
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["random"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+def first_trainable(freeze_to: int, n_groups: int) -> int:
+    """The first layer group that trains under ``freeze_to`` (fastai's: ``-1`` only the head)."""
+    return freeze_to if freeze_to >= 0 else max(0, n_groups + freeze_to)
 
 
-def _batches(loader, n: int):
-    """``n`` batches, going round the loader again if it is shorter."""
-    done = 0
-    while done < n:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-            done += 1
-            if done >= n:
-                return
-        if empty:
-            raise ValueError("the training loader is empty: nothing to run the LR range test on")
+def set_train_epoch(trainer) -> None:
+    """Tell the training loader's sampler the current epoch (Lightning did so before the sweep,
+    on the loader the sweep's restore replaced)."""
+    loaders = trainer.train_dataloader
+    for dl in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        for s in (getattr(dl, "sampler", None), getattr(getattr(dl, "batch_sampler", None), "sampler", None)):
+            if callable(getattr(s, "set_epoch", None)):
+                s.set_epoch(trainer.current_epoch)
 
 
-def range_test(
-    model,
-    loader,
-    min_lr: float = 1e-7,
-    max_lr: float = 10.0,
-    num_steps: int = 100,
-    group_mults: list[float] | None = None,
-    device: torch.device | str | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    diverge: float = 4.0,
-) -> RangeTest:
-    """Sweep the LR from ``min_lr`` to ``max_lr`` over ``num_steps`` batches; restore everything after.
+class RangeFinder(LearningRateFinder):
+    """Lightning's LR finder for a stage: :meth:`sweep` runs it now, with the layer groups below
+    ``freeze_to`` frozen, and returns the raw curve (it runs at no hook by itself).
 
     Args:
-        model: a task (``BaseTask``): ``layer_groups()`` and ``loss_on(batch)``.
-        loader: training batches.
-        group_mults: LR multiplier per layer group (0 = frozen; discriminative ratios); default all 1.
-        autocast_dtype: mixed-precision dtype on GPU (``torch.bfloat16``/``torch.float16``) or None.
-        diverge: stop once the smoothed loss exceeds this multiple of the best.
+        min_lr: first LR of the sweep.
+        max_lr: last LR of the sweep.
+        num_steps: optimizer steps in the sweep.
+        freeze_to: first trainable layer group (``-1``: the head only, ``0``: everything).
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    groups = [g for g in model.layer_groups() if g]
-    mults = list(group_mults) if group_mults is not None else [1.0] * len(groups)
-    if len(mults) != len(groups):
-        raise ValueError(f"group_mults has {len(mults)} values for {len(groups)} layer groups")
-    saved_state = copy.deepcopy(model.state_dict())
-    saved_rng, was_training = rng_state(), model.training
-    opt = torch.optim.AdamW([{"params": g, "lr": min_lr * m} for g, m in zip(groups, mults)], weight_decay=getattr(model, "weight_decay", 0.0))
-    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
-    result, best, avg = RangeTest(), float("inf"), 0.0
-    try:
-        model.train()
-        ratio = max_lr / min_lr
-        for step, batch in enumerate(_batches(loader, num_steps)):
-            lr = min_lr * ratio ** (step / max(1, num_steps - 1))
-            for g, m in zip(opt.param_groups, mults):
-                g["lr"] = lr * m
-            batch = model.transfer_batch_to_device(batch, device, 0)
-            ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-            with ctx:
-                loss = model.loss_on(batch)
-            value = float(loss.detach())
-            result.lrs.append(lr)
-            result.losses.append(value)
-            if not np.isfinite(value):
-                break
-            avg = 0.9 * avg + 0.1 * value
-            smoothed = avg / (1 - 0.9 ** (step + 1))
-            best = min(best, smoothed)
-            if step > 5 and smoothed > diverge * best:
-                break
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-    finally:
-        for p in model.parameters():
-            p.grad = None
-        model.load_state_dict(saved_state)
-        model.train(was_training)
-        set_rng_state(saved_rng)
-    return result
+
+    def __init__(self, min_lr: float = FIND_DEFAULTS["min_lr"], max_lr: float = FIND_DEFAULTS["max_lr"],
+                 num_steps: int = FIND_DEFAULTS["num_steps"], freeze_to: int = 0):
+        super().__init__(min_lr=min_lr, max_lr=max_lr, num_training_steps=num_steps, update_attr=False)
+        self.freeze_to = freeze_to
+        self.result: RangeTest | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        return  # only on demand
+
+    def sweep(self, trainer, pl_module) -> RangeTest:
+        start, loop = trainer.global_step, trainer.fit_loop
+        self._early_stop_threshold = 4.0 if start == 0 else None
+        groups = trainer.optimizers[0].param_groups
+        first = first_trainable(self.freeze_to, len(groups))
+        if first >= len(groups):  # nothing trains: no curve
+            self.result = RangeTest()
+            return self.result
+        frozen = [p for g in groups[:first] for p in g["params"] if p.requires_grad]
+        saved = loop.max_epochs, trainer.check_val_every_n_epoch
+        try:
+            for p in frozen:
+                p.requires_grad_(False)
+            loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31  # no epoch limit, no validation
+            # between epochs: a fresh epoch for the sweep, as Lightning starts one (the finder's step limit
+            # makes the loop "restart" from the state it finds: a finished epoch would run no batch), and
+            # fresh loaders (the epoch's are used up); the finder restores the loops after the sweep
+            epoch = loop.epoch_loop
+            for progress in (epoch.batch_progress, epoch.scheduler_progress, epoch.automatic_optimization.optim_progress):
+                progress.reset_on_run()
+            loop._combined_loader = None
+            self.lr_find(trainer, pl_module)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+            loop.max_epochs, trainer.check_val_every_n_epoch = saved
+        set_train_epoch(trainer)
+        for p in pl_module.parameters():
+            p.grad = None  # the sweep's last gradients (every step starts by zeroing them)
+        results = self.optimal_lr.results if self.optimal_lr is not None else {"lr": [], "loss": []}
+        lrs, smoothed = [float(v) for v in results["lr"]], [float(v) for v in results["loss"]]
+        self.result = RangeTest(lrs[: len(smoothed)], unsmooth(smoothed, range(start + 1, start + 1 + len(smoothed))))
+        return self.result
+
+
+class _FindAtFitStart(RangeFinder):
+    def on_fit_start(self, trainer, pl_module):
+        self.sweep(trainer, pl_module)
+        raise _TunerExitException()  # as Lightning's Tuner.lr_find: the fit ends once the sweep is done
 
 
 def plot_range_test(test: RangeTest, suggestions: dict[str, Suggestion], chosen: str, path: Path) -> Path:
@@ -152,17 +161,32 @@ def plot_range_test(test: RangeTest, suggestions: dict[str, Suggestion], chosen:
     return path
 
 
-def find_lr(model, loader, out_dir: Path, rule: str = "valley", name: str = "lr_find", **kwargs) -> tuple[Suggestion, dict[str, Suggestion], Path]:
-    """Range test + suggestions + ``<out_dir>/pictures/<name>.png`` + ``<out_dir>/<name>.json``.
+def report(test: RangeTest, out_dir: Path, rule: str = "valley", name: str = "lr_find", fallback: float | None = None) -> tuple[Suggestion, dict[str, Suggestion], Path]:
+    """Suggestions + ``<out_dir>/pictures/<name>.png`` + ``<out_dir>/<name>.json`` (with the LR used
+    instead, ``fallback``, where the rule has no suggestion).
 
     Returns:
         (the chosen rule's suggestion, every rule's suggestion, the plot's path)
     """
-    test = range_test(model, loader, **kwargs)
     sugg = suggest_all(test.lrs, test.losses)
     if rule not in sugg:
         raise ValueError(f"unknown LR rule '{rule}'; choose one of {', '.join(sugg)}")
     plot = plot_range_test(test, sugg, rule, Path(out_dir) / "pictures" / f"{name}.png")
-    record = {"rule": rule, "suggestion": sugg[rule].lr, "suggestions": {r: {"lr": s.lr, "reason": s.reason} for r, s in sugg.items()}, "lrs": test.lrs, "losses": test.losses}
+    record = {"rule": rule, "suggestion": sugg[rule].lr, "reason": sugg[rule].reason,
+              "fallback_lr": None if sugg[rule].lr is not None else fallback,
+              "suggestions": {r: {"lr": s.lr, "reason": s.reason} for r, s in sugg.items()}, "lrs": test.lrs, "losses": test.losses}
     (Path(out_dir) / f"{name}.json").write_text(json.dumps(record, indent=1))
     return sugg[rule], sugg, plot
+
+
+def lr_find(trainer, model, datamodule, out_dir: Path, rule: str = "valley", freeze_to: int = 0, name: str = "lr_find",
+            fallback: float | None = None, **find) -> tuple[Suggestion, dict[str, Suggestion], Path]:
+    """A range test at the start of ``trainer.fit(model, datamodule)``, which then ends (nothing is
+    trained); ``find``: :data:`FIND_DEFAULTS` overrides."""
+    finder = _FindAtFitStart(**{**FIND_DEFAULTS, **find}, freeze_to=freeze_to)
+    trainer.callbacks = [finder, *trainer.callbacks]
+    try:
+        trainer.fit(model, datamodule=datamodule)
+    finally:
+        trainer.callbacks = [c for c in trainer.callbacks if c is not finder]
+    return report(finder.result or RangeTest(), out_dir, rule, name, fallback)

@@ -14,9 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
-from .lr_finder import find_lr
+from .lr_finder import FIND_DEFAULTS, RangeFinder, report
 from .pictures import run_dir
 from .checkpoints import save_checkpoint
 from tasks.schedule import one_cycle, spread_lrs
@@ -138,7 +137,8 @@ class Stages(pl.Callback):
     continues mid-stage exactly.
     """
 
-    def __init__(self, stages: list[Stage], find_steps: int = 60, min_lr: float = 1e-6, max_lr: float = 1.0):
+    def __init__(self, stages: list[Stage], find_steps: int = FIND_DEFAULTS["num_steps"], min_lr: float = FIND_DEFAULTS["min_lr"],
+                 max_lr: float = FIND_DEFAULTS["max_lr"]):
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in stages]
         if not self.stages:
             raise ValueError("Stages needs at least one stage")
@@ -264,19 +264,17 @@ class Stages(pl.Callback):
                   f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
 
     def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> float:
-        mults = [0.0 if v == 0 else 1.0 for v in stage_lrs(Stage(lr=1.0, freeze_to=stage.freeze_to), n_groups, 1.0, None)]
-        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(trainer.precision))
-        loader = trainer.datamodule.train_dataloader()
-        sugg, _, plot = find_lr(
-            pl_module, loader, run_dir(trainer), rule=stage.rule, name=f"lr_find-stage-{k + 1}",
-            min_lr=self.min_lr, max_lr=self.max_lr, num_steps=self.find_steps, group_mults=mults,
-            device=pl_module.device, autocast_dtype=dtype if pl_module.device.type == "cuda" else None,
-        )
+        """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`),
+        or ``prev`` (logged, with the reason) where the rule has no suggestion."""
+        finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=self.find_steps, freeze_to=stage.freeze_to)
+        test = finder.sweep(trainer, pl_module)
+        sugg, _, plot = report(test, run_dir(trainer), rule=stage.rule, name=f"lr_find-stage-{k + 1}", fallback=prev)
         if trainer.is_global_zero:
             _log_plot(trainer, plot)
         lr = sugg.lr
         if lr is None:
-            print(f"[stages] stage {k + 1}: {sugg.reason}; keeping LR {prev:.2e}", flush=True)
+            if trainer.is_global_zero:
+                print(f"[stages] stage {k + 1}: {sugg.reason}; keeping LR {prev:.2e}", flush=True)
             lr = prev
         elif trainer.is_global_zero:
             print(f"[stages] stage {k + 1}: LR range test suggests {lr:.2e} ({stage.rule})", flush=True)

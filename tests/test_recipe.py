@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanMetric, MetricCollection
 
 from callbacks import Stage, Stages
-from callbacks.lr_finder import range_test
+from callbacks.lr_finder import RangeFinder
 from callbacks.lr_suggest import clean, suggest, suggest_all
 from tasks.schedule import one_cycle, spread_lrs
 from callbacks.stages import eval_lr, stage_lrs
@@ -254,18 +254,30 @@ def test_resume_mid_stage_ends_with_the_same_weights(tmp_path):
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
 
 
-def test_range_test_leaves_model_and_rng_untouched():
+def test_range_test_leaves_model_and_rng_untouched(tmp_path):
     pl.seed_everything(0)
     task = TinyTask()
-    before = {k: v.clone() for k, v in task.state_dict().items()}
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    res = range_test(task, DataLoader(Images(16, 8), batch_size=4, shuffle=True), num_steps=30, min_lr=1e-5, max_lr=10)
-    assert torch.equal(torch.rand(3), expected)  # RNG isolated
-    for k, v in task.state_dict().items():
-        assert torch.equal(before[k], v), k
-    assert all(p.grad is None for p in task.parameters())
+    seen = {}
+
+    class Sweep(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["before"] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            torch.manual_seed(123)
+            expected = torch.rand(3)
+            torch.manual_seed(123)
+            seen["res"] = RangeFinder(num_steps=30, min_lr=1e-5, max_lr=10).sweep(trainer, pl_module)
+            seen["rng"] = torch.equal(torch.rand(3), expected)  # RNG isolated
+            seen["after"] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            seen["grads"] = all(p.grad is None for p in pl_module.parameters())
+            trainer.should_stop = True
+
+    pl.Trainer(default_root_dir=str(tmp_path), max_epochs=1, callbacks=[Sweep()], logger=False, enable_progress_bar=False,
+               enable_model_summary=False, enable_checkpointing=False, accelerator="cpu").fit(task, TinyData())
+    assert seen["rng"]
+    for k, v in seen["after"].items():
+        assert torch.equal(seen["before"][k], v), k
+    assert seen["grads"]
+    res = seen["res"]
     assert 5 < len(res.lrs) <= 30 and res.lrs == sorted(res.lrs)
 
 
