@@ -40,58 +40,9 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
 from callbacks import MemoryFormat, Recorder, Stage, Stages  # noqa: E402
+from throughput_pipeline import batch_size_of, device_augment_rate, pipeline_rate, sync, to_device  # noqa: E402
 from tasks.schedule import one_cycle  # noqa: E402
 from train import cli_main  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def batch_size_of(batch: dict) -> int:
-    return next(v.shape[0] for v in batch.values() if torch.is_tensor(v))
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-# -- (a) input pipeline ---------------------------------------------------------------
-def pipeline_rate(dm, workers: int, batches: int) -> dict:
-    """Samples per second over ``batches`` batches (epochs repeat as needed), after the first."""
-    dm.num_workers = workers
-    loader = dm.train_dataloader()
-    t0 = time.perf_counter()
-    it = iter(loader)
-    first = next(it)  # worker start-up and the first batch
-    t1 = time.perf_counter()
-    samples = 0
-    for _ in range(batches):
-        try:
-            batch = next(it)
-        except StopIteration:  # a small sample: next epoch (persistent workers stay up)
-            it = iter(loader)
-            batch = next(it)
-        samples += batch_size_of(batch)
-    t2 = time.perf_counter()
-    del it, loader
-    rate = samples / max(t2 - t1, 1e-9)
-    return {"workers": workers, "samples_per_s": rate, "per_worker": rate / max(workers, 1), "startup_s": t1 - t0, "batch": batch_size_of(first)}
-
-
-def device_augment_rate(dm, batch: dict, device: torch.device, reps: int) -> float | None:
-    aug = getattr(dm, "batch_augment", None)
-    if aug is None:
-        return None
-    b = to_device(batch, device)
-    aug(b)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        aug(b)
-    sync(device)
-    return reps * batch_size_of(b) / (time.perf_counter() - t0)
 
 
 # -- (b) step rate: project vs raw -------------------------------------------------
@@ -178,6 +129,28 @@ def raw_steps(task, batches: list, args, precision: str) -> float:
     return (len(batches) - args.warmup) / (time.perf_counter() - t0)
 
 
+def step_rates(task, dm, init: dict, args, precision: str, device: torch.device) -> tuple[dict, int]:
+    """(b): the same batches, already on the device, through both loops; (rates, batch size)."""
+    it, batches = iter(dm.train_dataloader()), []
+    while len(batches) < args.steps + args.warmup:
+        try:
+            batches.append(to_device(next(it), device))
+        except StopIteration:
+            it = iter(dm.train_dataloader())
+    proj, raw = [], []
+    for _ in range(args.repeats):  # alternated, best of each: order and warm caches favour neither
+        task.load_state_dict(init)
+        pl.seed_everything(0, verbose=False)
+        proj.append(project_steps(task, batches, args, precision))
+        task.load_state_dict(init)
+        pl.seed_everything(0, verbose=False)
+        raw.append(raw_steps(task, batches, args, precision))
+    proj, raw = max(proj), max(raw)
+    bs = batch_size_of(batches[0])
+    return {"project_steps_per_s": proj, "raw_steps_per_s": raw, "ratio": proj / raw,
+            "project_samples_per_s": proj * bs, "raw_samples_per_s": raw * bs, "timed_steps": args.steps}, bs
+
+
 # -- (c) epoch ------------------------------------------------------------------------
 class EpochTimer(pl.Callback):
     """Wall time and samples of each training epoch (the first includes worker start-up)."""
@@ -206,7 +179,25 @@ def epoch_time(task, dm, args, precision: str, workers: int) -> dict:
 
 
 # -- main -----------------------------------------------------------------------------
-def main() -> None:
+def print_report(result: dict, args, bs: int) -> None:
+    print(f"\n(a) input pipeline, batch {bs}")
+    print(f"  {'workers':>7s} {'samples/s':>10s} {'per worker':>10s} {'start-up s':>10s}")
+    for p in result["pipeline"]:
+        print(f"  {p['workers']:>7d} {p['samples_per_s']:>10.1f} {p['per_worker']:>10.1f} {p['startup_s']:>10.2f}")
+    if result["device_augment_per_s"] is not None:
+        print(f"  batch augmentation on {args.device}: {result['device_augment_per_s']:.0f} samples/s")
+    s = result["steps"]
+    print(f"\n(b) training steps, data on the device ({args.steps} timed steps)")
+    print(f"  project (LightningModule + Trainer): {s['project_steps_per_s']:.2f} steps/s = {s['project_samples_per_s']:.1f} samples/s")
+    print(f"  raw PyTorch loop:                    {s['raw_steps_per_s']:.2f} steps/s = {s['raw_samples_per_s']:.1f} samples/s")
+    print(f"  project / raw: {s['ratio']:.3f}")
+    e = result["epoch"]
+    print(f"\n(c) an epoch with real loading ({e['workers']} workers): {e['seconds']:.1f} s (first epoch {e['first_epoch_s']:.1f} s), "
+          f"{e['samples']} samples, {e['samples_per_s']:.1f} samples/s; end-to-end time / raw compute time = {e['vs_raw_compute']:.2f}x")
+
+
+def parse_args():
+    """(this script's options, the options after ``--`` for the task's CLI)."""
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
@@ -230,6 +221,12 @@ def main() -> None:
         raise SystemExit("--device cuda: no CUDA device here")
     args.steps = args.steps or (50 if cuda else 8)
     args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
+    return args, extra
+
+
+def main() -> None:
+    args, extra = parse_args()
+    cuda = args.device == "cuda"
     device = torch.device(args.device)
 
     cli_args = ["--task", args.task, "--trainer.logger", "false", "--trainer.accelerator", "gpu" if cuda else "cpu",
@@ -259,44 +256,14 @@ def main() -> None:
     dm.num_workers = 0
     sample = next(iter(dm.train_dataloader()))
     result["device_augment_per_s"] = device_augment_rate(dm, sample, device, 20 if cuda else 3)
-    # (b) the same batches, already on the device, for both loops
-    it, batches = iter(dm.train_dataloader()), []
-    while len(batches) < args.steps + args.warmup:
-        try:
-            batches.append(to_device(next(it), device))
-        except StopIteration:
-            it = iter(dm.train_dataloader())
-    proj, raw = [], []
-    for _ in range(args.repeats):  # alternated, best of each: order and warm caches favour neither
-        task.load_state_dict(init)
-        pl.seed_everything(0, verbose=False)
-        proj.append(project_steps(task, batches, args, precision))
-        task.load_state_dict(init)
-        pl.seed_everything(0, verbose=False)
-        raw.append(raw_steps(task, batches, args, precision))
-    proj, raw = max(proj), max(raw)
-    bs = batch_size_of(batches[0])
-    result["steps"] = {"project_steps_per_s": proj, "raw_steps_per_s": raw, "ratio": proj / raw,
-                       "project_samples_per_s": proj * bs, "raw_samples_per_s": raw * bs, "timed_steps": args.steps}
+    # (b)
+    result["steps"], bs = step_rates(task, dm, init, args, precision, device)
     # (c)
     task.load_state_dict(init)
     result["epoch"] = epoch_time(task, dm, args, precision, max(workers))
     result["epoch"]["vs_raw_compute"] = result["steps"]["raw_samples_per_s"] / result["epoch"]["samples_per_s"]
 
-    print(f"\n(a) input pipeline, batch {bs}")
-    print(f"  {'workers':>7s} {'samples/s':>10s} {'per worker':>10s} {'start-up s':>10s}")
-    for p in result["pipeline"]:
-        print(f"  {p['workers']:>7d} {p['samples_per_s']:>10.1f} {p['per_worker']:>10.1f} {p['startup_s']:>10.2f}")
-    if result["device_augment_per_s"] is not None:
-        print(f"  batch augmentation on {args.device}: {result['device_augment_per_s']:.0f} samples/s")
-    s = result["steps"]
-    print(f"\n(b) training steps, data on the device ({args.steps} timed steps)")
-    print(f"  project (LightningModule + Trainer): {s['project_steps_per_s']:.2f} steps/s = {s['project_samples_per_s']:.1f} samples/s")
-    print(f"  raw PyTorch loop:                    {s['raw_steps_per_s']:.2f} steps/s = {s['raw_samples_per_s']:.1f} samples/s")
-    print(f"  project / raw: {s['ratio']:.3f}")
-    e = result["epoch"]
-    print(f"\n(c) an epoch with real loading ({e['workers']} workers): {e['seconds']:.1f} s (first epoch {e['first_epoch_s']:.1f} s), "
-          f"{e['samples']} samples, {e['samples_per_s']:.1f} samples/s; end-to-end time / raw compute time = {e['vs_raw_compute']:.2f}x")
+    print_report(result, args, bs)
     out = Path(args.out or f"benchmarks/results/throughput-{args.task}-{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
