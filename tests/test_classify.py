@@ -433,3 +433,34 @@ def test_exported_size_resolves_fractional_stage_sizes(tmp_path):
         cfg = {"trainer": {"callbacks": [{"class_path": "callbacks.Stages", "init_args": {"stages": stages}}]}, "data": {"init_args": {"size": data_size}}}
         (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))
         assert trained_input_size(ckpt) == expect
+
+
+# -- unreadable images and the default split: the options every image kind shares ------------------
+def test_skip_unreadable_leaves_bad_images_out(tmp_path):
+    root = write_folders(tmp_path / "d")
+    text, _ = _text_as_image(root)
+    truncated, _ = _truncated(root)
+    with pytest.raises(DataError) as e:
+        ClassifyDataModule(str(root), size=32, num_workers=0).setup("fit")
+    msg = str(e.value)
+    assert msg.startswith(f"{text}: unreadable image") and f"Listed in class folder {root / 'train' / 'guitar'}" in msg
+    assert msg.endswith("--data.init_args.skip_unreadable true leaves such images out.") and "\n" not in msg
+    dm = ClassifyDataModule(str(root), size=32, num_workers=0, skip_unreadable=True)
+    with pytest.warns(UserWarning, match=r"left out 2 unreadable image\(s\)"):
+        dm.setup("fit")
+    assert sorted(dm.skipped) == sorted([str(text), str(truncated)])
+    train, valid = dm.datasets["train"], dm.datasets["valid"]
+    assert len(train) == 17 and len(valid) == 8 and text not in train.paths and truncated not in valid.paths
+    assert all(train[i]["image"].shape == (3, 32, 32) for i in range(len(train)))
+
+
+def test_csv_splits_by_its_is_valid_column_by_default(tmp_path):
+    root = write_csv(tmp_path / "d", n=12)
+    dm = csv_module(root, split=None)
+    dm.setup("fit")
+    assert dm.split_spec() == {"by": "column", "column": "is_valid"}
+    assert dm.datasets["valid"].names == ["img9", "img10", "img11"] and len(dm.datasets["train"]) == 9
+    edit_csv(root / "labels.csv", lambda rows: [r.pop() for r in rows])  # no is_valid column: a seeded random 20%
+    dm = csv_module(root, split=None)
+    dm.setup("fit")
+    assert dm.split_spec() == {"by": "random"} and len(dm.datasets["valid"]) == 2 and len(dm.datasets["train"]) == 10

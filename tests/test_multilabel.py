@@ -277,3 +277,13 @@ def test_one_epoch_and_predict_through_the_cli(run_cli, tmp_path):
     rows = read_csv(pred_run / "submission.csv")
     assert rows[0] == ["image_name", "tags"] and sorted(r[0] for r in rows[1:]) == [f"n{i}" for i in range(5)]
     assert all(set(r[1].split()) <= {"sand", "sea", "sky", "tree"} for r in rows[1:])
+
+
+def test_an_is_valid_column_splits_by_default(tmp_path):
+    root = folders_layout(tmp_path / "d")
+    rows = read_csv(root / "labels.csv")
+    write_csv(root / "labels.csv", [*rows[0], "is_valid"], [[*r, int(k >= 5)] for k, r in enumerate(rows[1:])])
+    dm = MultiLabelDataModule(root=str(root), folder=".", file_column="file", size=32, num_workers=0)
+    dm.setup("fit")
+    assert sorted(str(p.relative_to(root)) for p in dm.datasets["valid"].paths) == ["beach/p_6.png", "forest/p_5.jpg", "forest/p_7.jpg"]
+    assert len(dm.datasets["train"]) == 5

@@ -297,3 +297,22 @@ def test_cli_fit_point_fn_layout(run_cli, tmp_path, monkeypatch):
     assert cli.datamodule.batch_augment is not None  # the device path, on the CPU here
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert np.isfinite(metrics["val/px_error"]) and np.isfinite(metrics["train/loss_epoch"])
+
+
+def test_default_split_by_is_valid_and_skip_unreadable(tmp_path):
+    root = csv_layout(tmp_path / "d")
+    rows = list(csv.reader(open(root / "labels.csv")))
+    rows[0][3] = "is_valid"
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    opts = dict(CSV_OPTIONS, split=None, size=(32, 32), num_workers=0, augment=False)
+    dm = PointsDataModule(str(root), **opts)
+    dm.setup("fit")
+    assert [n for _, n, _ in dm.datasets["valid"].items] == ["a_4.png", "a_5.png"] and len(dm.datasets["train"]) == 4
+    (root / "pics" / "a_1.png").write_text("not a picture")
+    with pytest.raises(DataError, match=r"a_1\.png: unreadable image"):
+        PointsDataModule(str(root), **opts).setup("fit")
+    dm = PointsDataModule(str(root), **opts, skip_unreadable=True)
+    with pytest.warns(UserWarning, match=r"left out 1 unreadable image\(s\)"):
+        dm.setup("fit")
+    assert dm.skipped == [str(root / "pics" / "a_1.png")] and [n for _, n, _ in dm.datasets["train"].items] == ["a_0.png", "a_2.png", "a_3.png"]

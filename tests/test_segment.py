@@ -106,6 +106,9 @@ def test_folder_split_with_a_test_folder(tmp_path):
     dm.setup("test")
     assert [len(dm.datasets[s]) for s in ("train", "valid", "test")] == [3, 2, 1]
     assert all(p.parent.name == m.parent.name == s for s in ("train", "valid", "test") for p, m in dm.datasets[s].items)
+    default = SegmentationDataModule(**{**kw, "split": None})  # img/ has a valid/: split by folder without asking
+    default.setup("test")
+    assert default.split_spec() == {"by": "folder"} and [len(default.datasets[s]) for s in ("train", "valid", "test")] == [3, 2, 1]
     cached = SegmentationDataModule(**kw, cache_resized=True)  # same names in two folders: two cache entries
     cached.setup("fit")
     for s in ("train", "valid"):
@@ -239,3 +242,17 @@ def test_cli_bad_input_is_one_data_error(tmp_path, run_cli):
         run_cli(["--task", "segment", "--data.init_args.root", str(root), *args, *SMALL])
     user = _user_error(e.value)
     assert isinstance(user, DataError) and str(user).startswith(f"{root / 'masks' / 'img00_m.png'}: no mask for image")
+
+
+def test_skip_unreadable_leaves_bad_images_out(tmp_path):
+    root = write_sibling(tmp_path / "a")
+    bad = root / "photos" / "img03.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    kw = dict(root=str(root), folder="photos", mask_folder="masks", mask_pattern="{stem}.png", classes=["bg", "red", "green"], num_workers=0, augment=False)
+    with pytest.raises(DataError, match=r"img03\.jpg: unreadable image"):
+        SegmentationDataModule(**kw).setup("fit")
+    dm = SegmentationDataModule(**kw, skip_unreadable=True)
+    with pytest.warns(UserWarning, match=r"left out 1 unreadable image\(s\)"):
+        dm.setup("fit")
+    kept = [p for s in ("train", "valid") for p, _ in dm.datasets[s].items]
+    assert dm.skipped == [str(bad)] and len(kept) == 7 and bad not in kept
