@@ -5,30 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 
-from tasks.pictures import pyplot
+from tasks.pictures import save_figure
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
     """The run folder (the CLI sets it as the trainer's ``default_root_dir``)."""
     return Path(trainer.default_root_dir)
-
-
-def save_figure(trainer: pl.Trainer, fig, name: str) -> Path | None:
-    """Write ``<run>/pictures/<name>.png`` (rank 0 only) and log it to W&B when that logger is on."""
-    if fig is None or not trainer.is_global_zero:
-        if fig is not None:
-            pyplot().close(fig)
-        return None
-    path = run_dir(trainer) / "pictures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    pyplot().close(fig)
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=f"pictures/{name}", images=[str(path)], step=trainer.global_step)
-    return path
 
 
 class Pictures(pl.Callback):

@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from models.inference import scores
 
 from .base import BaseTask
-from .pictures import grid, pyplot, to_hwc
+from .pictures import grid, pyplot, save_figure, to_hwc
 
 PREDICTIONS = "predictions.csv"
 
@@ -127,8 +127,6 @@ class ClassificationTask(BaseTask):
 
     def write_interpretation(self) -> None:
         """``pictures/confusion_matrix.csv`` / ``.png`` and ``top_losses.png`` in the run folder (and W&B)."""
-        from callbacks.pictures import save_figure
-
         folder = Path(self.trainer.default_root_dir) / "pictures"
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "confusion_matrix.csv", "w", newline="") as f:

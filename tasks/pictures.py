@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from models.inference import palette  # noqa: F401 - the segmentation colours, shared with serving
+
+
+def save_figure(trainer, fig, name: str) -> Path | None:
+    """Write ``<run>/pictures/<name>.png`` (rank 0 only; the run folder is the trainer's
+    ``default_root_dir``) and log it to W&B when that logger is on."""
+    if fig is None or not trainer.is_global_zero:
+        if fig is not None:
+            pyplot().close(fig)
+        return None
+    path = Path(trainer.default_root_dir) / "pictures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    pyplot().close(fig)
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=f"pictures/{name}", images=[str(path)], step=trainer.global_step)
+    return path
 
 
 def pyplot():
