@@ -127,7 +127,7 @@ def test_bad_ckpt_path(run_cli):
 
 
 def test_wandb_offline_run(run_cli):
-    one_batch = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]
+    one_batch = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1"]
     _, run = run_cli(["--task", "camvid", *one_batch], logger=True)
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
