@@ -6,8 +6,8 @@ own fit loop -- its precision, accumulation and clipping, the hooks, among them 
 settings; Lightning then restores weights, optimizer, schedulers and loops from a checkpoint, and
 the RNG is isolated. Around it, what Lightning's finder does not do for a stage of training:
 
-* frozen layer groups (LR 0 in the stage) stay frozen: their parameters do not require gradients
-  during the sweep (Lightning sets every parameter group to the swept LR);
+* frozen layer groups keep the stage's LR 0: an optimizer step pre-hook sets it before every step
+  (Lightning's scheduler sweeps every parameter group);
 * raw losses: Lightning records a smoothed loss whose debiasing counts the trainer's global step;
   :func:`unsmooth` undoes it exactly, and the rules (``callbacks.lr_suggest``) smooth on their own;
 * Lightning's divergence stop holds only for a sweep that starts at step 0 (later its best loss
@@ -100,11 +100,15 @@ class RangeFinder(LearningRateFinder):
         if first >= len(groups):  # nothing trains: no curve
             self.result = RangeTest()
             return self.result
-        frozen = [p for g in groups[:first] for p in g["params"] if p.requires_grad]
+        frozen = groups[:first]
+
+        def frozen_at_zero(optimizer, args, kwargs):  # before each step: the stage's LR 0 (as with DDP too)
+            for g in frozen:
+                g["lr"] = 0.0
+
         saved = loop.max_epochs, trainer.check_val_every_n_epoch
+        handle = trainer.optimizers[0].register_step_pre_hook(frozen_at_zero)
         try:
-            for p in frozen:
-                p.requires_grad_(False)
             loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31  # no epoch limit, no validation
             # between epochs: a fresh epoch for the sweep, as Lightning starts one (the finder's step limit
             # makes the loop "restart" from the state it finds: a finished epoch would run no batch), and
@@ -115,8 +119,7 @@ class RangeFinder(LearningRateFinder):
             loop._combined_loader = None
             self.lr_find(trainer, pl_module)
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
+            handle.remove()
             loop.max_epochs, trainer.check_val_every_n_epoch = saved
         set_train_epoch(trainer)
         for p in pl_module.parameters():
