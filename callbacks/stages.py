@@ -9,123 +9,17 @@ may be found by an LR range test at its start (``lr: find``).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.types import LRSchedulerConfig
 
 from .lr_finder import FIND_DEFAULTS, RangeFinder, report
 from .pictures import run_dir
 from .checkpoints import save_checkpoint
-from tasks.schedule import one_cycle, spread_lrs
-
-LRValue = float | str
-
-
-@dataclass
-class Stage:
-    """One stage of training.
-
-    Attributes:
-        epochs: length of the stage (and of its one-cycle schedule).
-        lr: a number, ``find`` (LR range test at the stage start), an expression of the model's
-            ``lr`` option (``base``, ``base/2``: ``--model.lr`` sets it), of the previous stage's
-            head LR (``lr/5``; the model's ``lr`` for the first stage) or of the found one
-            (``find/10``), or ``[low, high]`` of those: a slice, the lowest layer group gets
-            ``low``, the head ``high``, geometric in between.
-        freeze_to: first trainable layer group, fastai-style: ``-1`` trains only the head,
-            ``0`` everything.
-        size: input size for this stage: ``[h, w]`` or one number of pixels, a fraction of the
-            datamodule's ``size`` (``0.5``: half of ``--data.size``, at least 32 pixels a side;
-            ``1.0``: that size), or None to keep the current size.
-        batch_size: batch size for this stage, or None to keep it.
-        rule: LR-suggestion rule for ``find`` (``valley``, ``steepest``, ``minimum``).
-        name: checkpoint name at the end of the stage (default ``stage-<k>``).
-    """
-
-    epochs: int = 1
-    lr: LRValue | list[LRValue] = "lr"
-    freeze_to: int = 0
-    size: list[int] | int | float | None = None
-    batch_size: int | None = None
-    rule: str = "valley"
-    name: str | None = None
-
-
-_EXPR = re.compile(r"^\s*(lr|find|base)\s*(?:([/*])\s*([0-9.eE+-]+))?\s*$")
-
-
-def eval_lr(value: LRValue, prev: float, found: float | None, base: float | None = None) -> float:
-    """``3e-3``, ``lr``, ``lr/5``, ``base``, ``base*2``, ``find``, ``find/10``... as a number.
-
-    ``prev`` is the previous stage's head LR, ``found`` the range test's, ``base`` the model's ``lr``.
-    """
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = _EXPR.match(str(value))
-    if not m:
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"stage lr '{value}': use a number, lr, base, find, or lr/N, base*N, find/N") from None
-    ref = {"lr": prev, "find": found, "base": base}[m.group(1)]
-    if ref is None:
-        need = "an LR range test: it has no 'find' result" if m.group(1) == "find" else "the model's lr"
-        raise ValueError(f"stage lr '{value}' needs {need}")
-    if m.group(2):
-        k = float(m.group(3))
-        return ref / k if m.group(2) == "/" else ref * k
-    return ref
-
-
-def scale_epochs(epochs: list[int], total: int) -> list[int]:
-    """Stage lengths scaled to ``total`` epochs in their proportions (each at least 1), shorter or
-    longer; with fewer epochs than stages, the first ``total`` stages get one each (a smoke run
-    stops early, in order)."""
-    if total == sum(epochs):
-        return list(epochs)
-    if total <= len(epochs):
-        return [1] * total + [0] * (len(epochs) - total)
-    out = [max(1, round(e * total / sum(epochs))) for e in epochs]
-    while sum(out) != total:  # rounding: take from / give to the longest stage
-        i = max(range(len(out)), key=lambda j: out[j])
-        out[i] += 1 if sum(out) < total else -1
-    return out
-
-
-def stage_size(size, base, minimum: int = 32):
-    """A stage's input size: pixels as given, or a fraction of the datamodule's ``base`` size."""
-    if size is None or not isinstance(size, float):
-        return size if size is None or isinstance(size, int) else tuple(size)
-    hw = (base, base) if isinstance(base, int) else tuple(base)
-    out = tuple(max(minimum, round(v * size)) for v in hw)
-    return out[0] if isinstance(base, int) else out
-
-
-def needs_find(lr) -> bool:
-    values = lr if isinstance(lr, (list, tuple)) else [lr]
-    return any(isinstance(v, str) and v.strip().startswith("find") for v in values)
-
-
-def uses_model_lr(stages: list[Stage]) -> bool:
-    """Whether the model's ``lr`` option sets some stage's LR (``base`` anywhere, or ``lr`` in the first)."""
-    def refs(stage, names):
-        values = stage.lr if isinstance(stage.lr, (list, tuple)) else [stage.lr]
-        return any(isinstance(v, str) and v.strip().startswith(names) for v in values)
-
-    return any(refs(s, ("base",)) for s in stages) or refs(stages[0], ("lr",))
-
-
-def stage_lrs(stage: Stage, n_groups: int, prev: float, found: float | None, base: float | None = None) -> list[float]:
-    """Per-group LRs of a stage: spread (slice) then zeroed below ``freeze_to``."""
-    if isinstance(stage.lr, (list, tuple)):
-        lrs = spread_lrs([eval_lr(v, prev, found, base) for v in stage.lr], n_groups)
-    else:
-        lrs = spread_lrs(eval_lr(stage.lr, prev, found, base), n_groups)
-    first = stage.freeze_to if stage.freeze_to >= 0 else max(0, n_groups + stage.freeze_to)
-    return [0.0 if i < first else v for i, v in enumerate(lrs)]
-
+from .stage_plan import Stage, eval_lr, needs_find, scale_epochs, stage_lrs, stage_size, uses_model_lr
+from tasks.schedule import one_cycle
 
 class Stages(pl.Callback):
     """Runs a list of :class:`Stage` in order; ``trainer.max_epochs`` follows their total.
@@ -133,8 +27,9 @@ class Stages(pl.Callback):
     :attr:`ran` records each started stage as plain data (epochs, the LR as written, the LR per
     layer group that ran, the found LR, size, batch size), for ``metrics.json``. Resumable: the
     current stage, the LRs chosen so far and whether the stage has started are in
-    :meth:`state_dict`; the one-cycle scheduler's own state is in the checkpoint, so ``--ckpt_path``
-    continues mid-stage exactly.
+    :meth:`state_dict`; the running stage's one-cycle is saved in the checkpoint (Lightning's
+    ``lr_schedulers``) and put back, so ``--ckpt_path`` continues mid-stage exactly. The task builds no
+    schedule of its own (``fit_schedule`` off).
     """
 
     def __init__(self, stages: list[Stage], find_steps: int = FIND_DEFAULTS["num_steps"], min_lr: float = FIND_DEFAULTS["min_lr"],
@@ -148,6 +43,14 @@ class Stages(pl.Callback):
         self.found: list[float | None] = []
         self.ran: list[dict] = []  # what each started stage ran with (plain types: weights_only loads)
         self.base_size = None  # the datamodule's size at fit start (fractional stage sizes)
+
+    def setup(self, trainer, pl_module, stage):
+        pl_module.fit_schedule = False  # before configure_optimizers: every stage builds its own one-cycle
+        self._saved_schedule = None
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        # the running stage's one-cycle; Lightning restores no scheduler where the task configured none
+        self._saved_schedule = (checkpoint.get("lr_schedulers") or [None])[0]
 
     # -- bookkeeping ------------------------------------------------------------
     @property
@@ -216,8 +119,24 @@ class Stages(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         # after a resume the loops know the epoch only now: put that stage's data settings back
-        if self._apply_data(trainer, self.stage_at(trainer.current_epoch)):
+        k = self.stage_at(trainer.current_epoch)
+        if self._apply_data(trainer, k):
             self._rebuild_loaders(trainer)
+        saved, self._saved_schedule = getattr(self, "_saved_schedule", None), None
+        if k <= self.started and saved is not None:  # resumed mid-stage: its one-cycle where it was
+            self._schedule(trainer, pl_module, k, self.ran[-1]["max_lr_per_group"], saved)
+
+    def _schedule(self, trainer, pl_module, k: int, lrs: list[float], state: dict | None = None) -> None:
+        """Stage k's one-cycle as the trainer's scheduler (``state``: a saved one to continue)."""
+        opt = trainer.optimizers[0]
+        steps = self.stages[k].epochs * max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+        kept = [{key: g[key] for key in ("lr", "betas", "momentum") if key in g} for g in opt.param_groups]
+        sched = one_cycle(opt, lrs, steps, getattr(pl_module, "pct_start", 0.25))
+        if state is not None:  # the constructor moved the LRs to step 0: the optimizer's restored ones back
+            sched.load_state_dict(state)
+            for g, values in zip(opt.param_groups, kept):
+                g.update(values)
+        trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(sched, interval="step")]
 
     def on_train_epoch_end(self, trainer, pl_module):
         k, epoch = self.stage_at(trainer.current_epoch), trainer.current_epoch
@@ -248,9 +167,7 @@ class Stages(pl.Callback):
         if needs_find(stage.lr):
             found = self._find(trainer, pl_module, stage, k, n_groups, prev)
         lrs = stage_lrs(stage, n_groups, prev, found, float(pl_module.lr))
-        steps = stage.epochs * max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
-        sched = one_cycle(opt, lrs, steps, getattr(pl_module, "pct_start", 0.25))
-        trainer.lr_scheduler_configs[0].scheduler = sched
+        self._schedule(trainer, pl_module, k, lrs)
         self.started, self.head_lrs, self.found = k, [*self.head_lrs, lrs[-1]], [*self.found, found]
         self.ran = [*self.ran, {
             "stage": stage.name or f"stage-{k + 1}", "schedule_epochs": stage.epochs,

@@ -35,6 +35,7 @@ class BaseTask(pl.LightningModule):
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
         self.channels_last = False  # set by callbacks.MemoryFormat on GPU: images enter the net channels-last
+        self.fit_schedule = True  # a one-cycle over the whole fit; callbacks.Stages builds one per stage instead
 
     def init_metrics(self) -> None:
         """One metric collection per stage; call at the end of the subclass's ``__init__``."""
@@ -113,6 +114,8 @@ class BaseTask(pl.LightningModule):
     def configure_optimizers(self):
         groups = [{"params": g, "lr": self.lr} for g in self.layer_groups() if g]
         opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        if not self.fit_schedule:
+            return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = one_cycle(opt, [g["lr"] for g in groups], total, self.pct_start)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
