@@ -32,7 +32,7 @@ def split_tags(cell: str | None, delim: str | None) -> list[str]:
 
 
 def read_tag_csv(
-    path: Path, classes: list[str] | None, name_column: str = "image_name", label_column: str = "tags",
+    path: Path, classes: list[str] | None, file_column: str = "image_name", label_column: str = "tags",
     label_delim: str | None = None, allow_empty: bool = False, hints: dict | None = None,
 ) -> list[TagRow]:
     """Rows of a label CSV, checked; ``classes`` None accepts any tag.
@@ -49,22 +49,22 @@ def read_tag_csv(
     with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
-        if name_column not in cols or label_column not in cols:
-            raise DataError(f"{path}: expected the columns '{name_column},{label_column}'; found {cols}.{hints['columns']}")
+        if file_column not in cols or label_column not in cols:
+            raise DataError(f"{path}: expected the columns '{file_column},{label_column}'; found {cols}.{hints['columns']}")
         for row in reader:
-            line, name = reader.line_num, (row[name_column] or "").strip()
+            line, name = reader.line_num, (row[file_column] or "").strip()
             tags, where = split_tags(row[label_column], label_delim), f"{path}, line {reader.line_num}"
             if None in row:
                 raise DataError(f"{where}: {len(cols) + len(row[None])} fields for the {len(cols)} columns {cols} (tags are {sep}).")
             if not name:
-                raise DataError(f"{where}: empty {name_column}.")
+                raise DataError(f"{where}: empty {file_column}.")
             if not tags and not allow_empty:
                 raise DataError(f"{where} ({name}): empty {label_column} field; {hints['empty']}")
             unknown = [t for t in tags if known is not None and t not in known]
             if unknown:
                 raise DataError(f"{where} ({name}): unknown tag(s) {unknown}; known tags: {' '.join(classes)} (set --data.init_args.classes to change the list).")
             if name in seen:
-                raise DataError(f"{where}: duplicate {name_column} '{name}' (first on line {seen[name]}).")
+                raise DataError(f"{where}: duplicate {file_column} '{name}' (first on line {seen[name]}).")
             seen[name] = line
             rows.append(TagRow(name, tags, line, row))
     if not rows:
