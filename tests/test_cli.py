@@ -188,6 +188,7 @@ NOT_OURS_TO_PRINT = {
     "dirpath changed": r"dirpath has changed",
     "module hook ignored": r"overridden `on_after_batch_transfer`",
     "callbacks missing": r"callbacks used to create the checkpoint need to be provided",
+    "one-cycle thrown away": r"to estimate number of stepping batches",  # a schedule Stages would replace
 }
 
 
