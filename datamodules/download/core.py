@@ -91,6 +91,16 @@ def _remove(files: list[Path], folders: list[Path]) -> None:
             folder.rmdir()
 
 
+def _unpack(ds, files: list[Path], staging: Path, say: Callable[[str], None]) -> None:
+    """Every fetched file into ``staging``: CSVs copied, archives extracted."""
+    for path in files:
+        if path.suffix.lower() == ".csv":
+            shutil.copy2(path, staging / path.name)
+        else:
+            say(f"{ds.name}: extracting {path.name}")
+            extract(path, staging)
+
+
 def download(
     name: str,
     dest: str | os.PathLike,
@@ -130,12 +140,7 @@ def download(
             shutil.rmtree(stale, ignore_errors=True)
         files, record = _fetch(ds, downloads, mirror, retries, progress, test, say)
         staging = Path(tempfile.mkdtemp(prefix=f".{ds.folder}.partial-", dir=dest))
-        for path in files:
-            if path.suffix.lower() == ".csv":
-                shutil.copy2(path, staging / path.name)
-            else:
-                say(f"{ds.name}: extracting {path.name}")
-                extract(path, staging)
+        _unpack(ds, files, staging, say)
         root = _locate(staging, ds.member)
         _finish(ds, root, {"dataset": ds.name, "task": ds.task, **record, "written": time.strftime("%Y-%m-%d %H:%M:%S")})
         os.rename(root, target)
