@@ -108,6 +108,13 @@ class RangeFinder(LearningRateFinder):
 
         saved = loop.max_epochs, trainer.check_val_every_n_epoch
         handle = trainer.optimizers[0].register_step_pre_hook(frozen_at_zero)
+        strategy, remove = trainer.strategy, trainer.strategy.remove_checkpoint
+
+        def remove_once_all_restored(path):  # Lightning's finder: rank 0 deleted it while others still read it
+            strategy.barrier("range test restored")
+            remove(path)
+
+        strategy.remove_checkpoint = remove_once_all_restored
         try:
             loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31  # no epoch limit, no validation
             # between epochs: a fresh epoch for the sweep, as Lightning starts one (the finder's step limit
@@ -120,6 +127,7 @@ class RangeFinder(LearningRateFinder):
             self.lr_find(trainer, pl_module)
         finally:
             handle.remove()
+            del strategy.remove_checkpoint
             loop.max_epochs, trainer.check_val_every_n_epoch = saved
         set_train_epoch(trainer)
         for p in pl_module.parameters():
