@@ -115,6 +115,8 @@ class RangeFinder(LearningRateFinder):
             remove(path)
 
         strategy.remove_checkpoint = remove_once_all_restored
+        bar = trainer.progress_bar_callback
+        bar_on = bar is not None and bar.is_enabled  # the finder enables it after, even where it was off (rank > 0)
         try:
             loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31  # no epoch limit, no validation
             # between epochs: a fresh epoch for the sweep, as Lightning starts one (the finder's step limit
@@ -128,6 +130,8 @@ class RangeFinder(LearningRateFinder):
         finally:
             handle.remove()
             del strategy.remove_checkpoint
+            if bar is not None and not bar_on:
+                bar.disable()
             loop.max_epochs, trainer.check_val_every_n_epoch = saved
         set_train_epoch(trainer)
         for p in pl_module.parameters():
