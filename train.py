@@ -19,6 +19,7 @@ import warnings
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder
@@ -125,6 +126,8 @@ class KitCLI(LightningCLI):
             raise
         except SIGTERMException:  # Lightning's: saved on_exception.ckpt, then exits with status 0
             self._stopped_by_sigterm(subcommand)
+        finally:
+            finish_wandb(self.trainer)
 
     def _stopped_by_sigterm(self, subcommand: str) -> None:
         ckpt = next((c.path for c in self.trainer.callbacks if isinstance(c, ExceptionCheckpoint)), None)
@@ -146,6 +149,14 @@ class KitCLI(LightningCLI):
 
     def after_predict(self):
         rank_zero_print(f"Predictions: {self.run_dir / 'predictions'}")
+
+
+def finish_wandb(trainer) -> None:
+    """End the W&B runs this command started. Lightning leaves them open, so a second command in
+    the same process (a notebook, a test) would log into the first one's run."""
+    for logger in getattr(trainer, "loggers", None) or []:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:

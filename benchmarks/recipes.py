@@ -145,8 +145,9 @@ def plain_fit(task, dm, epochs: int, lr: float, seed: int) -> int:
     import pytorch_lightning as pl
     import torch
 
-    from throughput import raw_loss  # the task's bare training loss (benchmarks/throughput.py)
-
+    for extra in ("dice_weight", "lovasz_weight"):  # the plain loop's loss is the bare one (CamVid: cross-entropy alone)
+        if hasattr(task, extra):
+            setattr(task, extra, 0.0)
     pl.seed_everything(seed, workers=True)
     dm.augment = False
     dm.setup("fit")
@@ -159,7 +160,7 @@ def plain_fit(task, dm, epochs: int, lr: float, seed: int) -> int:
         for b in loader:
             if "image" in b and torch.rand(()) < 0.5:
                 b = hflip(task, b)
-            loss = raw_loss(task, b)
+            loss = task.model_step(b, "train")[0]  # the task's training loss, no metrics or logging
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -132,6 +132,11 @@ def test_wandb_offline_run(run_cli):
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     assert list(runs[0].rglob("show_results*.png"))
+    import wandb
+
+    assert wandb.run is None  # finished with its command: the next command in this process gets its own run
+    _, second = run_cli(["--task", "camvid", *one_batch], logger=True)
+    assert second != run and len(list((second / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_cli_error_message_names_the_file(tmp_path):

@@ -11,8 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchmetrics import MeanMetric, MetricCollection
+from torch.utils.data import DataLoader
 
 from callbacks import Stage, Stages
 from callbacks.lr_finder import FIND_DEFAULTS, RangeFinder, unsmooth
@@ -20,7 +19,7 @@ from callbacks.lr_suggest import suggest, suggest_all
 from datamodules.base import BaseDataModule
 from datamodules.batch_augment import BatchAugment
 from datamodules.loaders import EpochSampler, SeededDataset
-from tasks.base import BaseTask
+from toy import Images, ToyTask
 
 
 class Net(nn.Module):
@@ -35,32 +34,9 @@ class Net(nn.Module):
         return [list(self.a.parameters()) + list(self.bn.parameters()), list(self.head.parameters())]
 
 
-class Task(BaseTask):
+class Task(ToyTask):
     def __init__(self, lr=1e-2):
         super().__init__(Net(), lr=lr)
-        self.init_metrics()
-
-    def make_metrics(self):
-        return MetricCollection({"mean_pred": MeanMetric()})
-
-    def model_step(self, batch, stage="train"):
-        pred = self(batch["image"]).squeeze(1)
-        return nn.functional.mse_loss(pred, batch["y"]), pred.detach(), batch["y"]
-
-    def update_metrics(self, stage, preds, target, batch):
-        self.stage_metrics(stage).update(preds)
-
-
-class Images(Dataset):
-    def __init__(self, n, size):
-        self.n, self.size = n, size
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        img = torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(i))
-        return {"image": img, "y": img[0].mean() * 2 - 1}
 
 
 class Data(pl.LightningDataModule):

@@ -8,15 +8,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchmetrics import MeanMetric, MetricCollection
+from torch.utils.data import DataLoader
 
 from callbacks import Stage, Stages
 from callbacks.lr_finder import RangeFinder
 from callbacks.lr_suggest import clean, suggest, suggest_all
 from tasks.schedule import one_cycle, spread_lrs
 from callbacks.stages import eval_lr, stage_lrs
-from tasks.base import BaseTask
+from toy import Images, ToyTask
 
 LRS = np.logspace(-6, 0, 100)
 
@@ -142,33 +141,9 @@ class TinyNet(nn.Module):
         return [list(self.a.parameters()), list(self.b.parameters()), list(self.head.parameters())]
 
 
-class TinyTask(BaseTask):
+class TinyTask(ToyTask):
     def __init__(self, lr=1e-2):
         super().__init__(TinyNet(), lr=lr)
-        self.init_metrics()
-
-    def make_metrics(self):
-        return MetricCollection({"mean_pred": MeanMetric()})
-
-    def model_step(self, batch, stage="train"):
-        pred = self(batch["image"]).squeeze(1)
-        return nn.functional.mse_loss(pred, batch["y"]), pred.detach(), batch["y"]
-
-    def update_metrics(self, stage, preds, target, batch):
-        self.stage_metrics(stage).update(preds)
-
-
-class Images(Dataset):
-    def __init__(self, n, size):
-        self.n, self.size = n, size
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        img = torch.rand(3, self.size, self.size, generator=g)
-        return {"image": img, "y": img[0].mean() * 2 - 1}
 
 
 class TinyData(pl.LightningDataModule):
