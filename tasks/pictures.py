@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ def save_figure(trainer, fig, name: str) -> Path | None:
         return None
     path = Path(trainer.default_root_dir) / "pictures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with warnings.catch_warnings():  # a review in a script the font lacks: boxes in the picture, not a warning per glyph
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        fig.savefig(path, dpi=80)
     pyplot().close(fig)
     from pytorch_lightning.loggers import WandbLogger
 
