@@ -19,7 +19,7 @@ from models.decide import expected_f2_decision
 from models.inference import decide_tags, scores
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
 from .pictures import grid, to_hwc
-from models.tta import active, group_for, mean_scores
+from models.tta import active
 
 DECISIONS = ("threshold", "tuned", "expected_f2")
 
@@ -108,9 +108,7 @@ class PlanetTask(BaseTask):
 
     def infer(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """Tag probabilities ``(B, C)``; with ``tta`` (default: the task's), averaged over the image's symmetries."""
-        if not (self.tta if tta is None else tta):
-            return torch.sigmoid(self(x).float())
-        return mean_scores(lambda v: torch.sigmoid(self(v).float()), x, group_for(*x.shape[-2:]))
+        return scores(self.kind, self, x, self.tta if tta is None else tta)
 
     def model_step(self, batch, stage="train"):
         """``(loss, tag probabilities, multi-hot targets)``; with TTA the loss of the averaged probabilities."""

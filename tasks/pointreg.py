@@ -15,7 +15,7 @@ from torchmetrics.regression import MeanSquaredError
 from .base import BaseTask
 from .pictures import grid, to_hwc
 from models.inference import scores, to_pixels
-from models.tta import HFLIP, active, mean_points
+from models.tta import active
 
 TRUE, PRED = "lime", "red"
 
@@ -92,7 +92,7 @@ class PointRegressionTask(BaseTask):
 
     def infer(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """Points ``(B, 2)`` in [-1, 1]; with ``tta`` (default: the task's), the mean of the image's and its mirror's."""
-        return mean_points(self, x, HFLIP) if (self.tta if tta is None else tta) else self(x)
+        return scores(self.kind, self, x, self.tta if tta is None else tta)
 
     def model_step(self, batch, stage="train"):
         """``(MSE loss, points (B, 2) in [-1, 1], true points)``."""

@@ -16,7 +16,7 @@ from .base import BaseTask
 from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
 from models.inference import mask_ids, scores
-from models.tta import HFLIP, active, mean_maps
+from models.tta import active
 
 
 class SegmentationTask(BaseTask):
@@ -68,9 +68,7 @@ class SegmentationTask(BaseTask):
     def infer(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """Class log-probabilities ``(B, C, H, W)``; with ``tta`` (default: the task's), the
         probabilities of the image and of its mirror (flipped back) averaged."""
-        if not (self.tta if tta is None else tta):
-            return F.log_softmax(self(x).float(), 1)
-        return mean_maps(lambda v: self(v).float().softmax(1), x, HFLIP).clamp_min(1e-8).log()
+        return scores(self.kind, self, x, self.tta if tta is None else tta)
 
     def model_step(self, batch, stage="train"):
         """``(loss, predicted class ids, mask)``; in training both on every other row and column
