@@ -26,9 +26,7 @@ class CamVidDataModule(SegmentationDataModule):
 
     Args:
         void_class: the class (name or id) ignored by loss and metrics (default ``Void``/``Unlabelled``).
-        cache_resized: decode and resize each image and mask once, keep them (per size) under
-            ``$LESSON3_CACHE/resized/`` and read them from there afterwards: full-size CamVid PNG
-            decoding is the loaders' bottleneck on a fast GPU.
+        cache_resized: the former name of ``store: true`` (the decode-once store, ``datamodules.store``).
         size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
         **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
             batch_size, num_workers, valid_pct (where the layout gives no split), seed, augment,
@@ -36,7 +34,6 @@ class CamVidDataModule(SegmentationDataModule):
     """
 
     void_names = ("Void", "Unlabelled")
-    cache_prefix = "camvid"
     folders_what = ("fastai CamVid images", "fastai CamVid labels")
 
     def __init__(self, root: str | None = None, void_class: int | str | None = None, cache_resized: bool = False, size: tuple[int, int] = (96, 128), **kwargs):
@@ -63,9 +60,6 @@ class CamVidDataModule(SegmentationDataModule):
     def split_spec(self, columns=(), folder=None):
         """fastai's ``valid.txt`` where there is one, else a seeded random split."""
         return "names:valid.txt" if (self.root_path / "valid.txt").is_file() else "random"
-
-    def cache_key(self) -> str:
-        return str(self.root_path.resolve())
 
     def split_pairs(self) -> dict[str, list]:
         if self.layout == "fastai":

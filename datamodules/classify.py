@@ -32,6 +32,7 @@ from .classify_sample import write_classify_sample
 from .files import IMAGE_EXTS, list_images, locate
 from .images import ImageDataModule, unique_classes
 from .splits import default_split, split_folders, split_items
+from .store import Decoded, Stored
 
 
 @dataclass
@@ -97,8 +98,9 @@ def read_csv_items(path: Path, images: Path, file_column: str, label_column: str
     return items
 
 
-class ClassifyDataset(Dataset):
-    """Images (uint8 CHW, resized to ``size``) with class-index targets, or without for prediction."""
+class ClassifyDataset(Stored, Dataset):
+    """Images (uint8 CHW, resized to ``size``) with class-index targets, or without for prediction
+    (read from the decode-once store, ``datamodules.store``, where one is attached)."""
 
     def __init__(self, paths: list[Path], targets: list[int] | None, names: list[str], transform, size: tuple[int, int], sources: list[str] | None = None):
         self.paths, self.names, self.transform, self.size, self.sources = paths, names, transform, size, sources
@@ -108,17 +110,29 @@ class ClassifyDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
+        image = self.decoded(i).image
+        out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": self.names[i]}
+        if self.targets is not None:
+            out["target"] = self.targets[i]
+        return out
+
+    def decode(self, i: int) -> Decoded:
+        """The image read (JPEGs at a reduced scale where large) and resized to ``size`` (area)."""
         h, w = self.size
         try:
             image = read_rgb(self.paths[i], draft=(w, h))
         except DataError as e:
             raise DataError(f"{e} Listed in {self.sources[i]}." if self.sources else e) from e
-        if image.shape[:2] != (h, w):
+        orig = image.shape[:2]
+        if orig != (h, w):
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": self.names[i]}
-        if self.targets is not None:
-            out["target"] = self.targets[i]
-        return out
+        return Decoded(image, None, orig)
+
+    def store_files(self, i: int) -> tuple[Path, ...]:
+        return (self.paths[i],)
+
+    def decode_id(self) -> str:
+        return "read_rgb draft, cv2 area"
 
 
 class ClassifyDataModule(ImageDataModule):

@@ -14,6 +14,7 @@ from .base import BaseDataModule, DataError
 from .checks import DECODE_BUDGET, check_images
 from .files import predict_images
 from .splits import default_split, parse_split
+from .store import attach, store_root
 
 SKIP_HINT = "--data.init_args.skip_unreadable true leaves such images out."
 
@@ -60,6 +61,11 @@ class ImageDataModule(BaseDataModule):
         skip_unreadable: decode every listed image at setup and leave out (and count, in
             ``self.skipped``) those that cannot be read, instead of stopping at the first.
         feedback: ``serve.py``'s feedback store: its corrected examples join the training split.
+        store: the decode-once store (``datamodules.store``): each split's images (and masks)
+            decoded and resized once per size into memory-mapped uint8 arrays the loaders read.
+            ``auto``: where a split's store fits ``store_budget_gb``; ``true``: always; ``false``: never.
+        store_budget_gb: the most disk one split's store may take under ``store: auto``.
+        store_dir: where stores are written (default ``$LESSON3_CACHE/store``, else ``~/.cache/lesson3/store``).
 
     Class attributes a subclass may set:
         size_rule: (minimum, multiple, hint) that ``--data.size`` must meet.
@@ -77,6 +83,7 @@ class ImageDataModule(BaseDataModule):
         self, root: str | None = None, size: int | tuple[int, int] = 64, batch_size: int = 32, num_workers: int | None = None,
         seed: int = 42, split: str | dict | None = None, valid_pct: float = 0.2, augment: bool | str | dict = True,
         augment_on: str = "auto", predict_dir: str | None = None, skip_unreadable: bool = False, feedback: str | None = None,
+        store: bool | str = "auto", store_budget_gb: float = 20.0, store_dir: str | None = None,
     ):
         super().__init__(root, batch_size, num_workers, seed, feedback)
         self.size = self.check_size(size)
@@ -84,6 +91,8 @@ class ImageDataModule(BaseDataModule):
         self.split, self.valid_pct, self.augment, self.augment_on = split, valid_pct, augment, augment_on
         self.predict_dir, self.skip_unreadable = predict_dir, skip_unreadable
         self.skipped: list[str] = []
+        self.store, self.store_budget_gb, self.store_dir = store, store_budget_gb, store_dir
+        self.store_mode()  # a bad option is one line before any data is read
 
     def split_spec(self, columns=(), folder: Path | None = None) -> dict:
         """The ``split`` option as a mapping (``None``: ``is_valid`` column, ``valid/`` folder, else random)."""
@@ -113,6 +122,30 @@ class ImageDataModule(BaseDataModule):
             self.batch_augment.seed = self.run_seed()
         for stage, ds in self.datasets.items():
             self.resize_dataset(stage, ds)
+
+    def store_mode(self) -> str:
+        """The ``store`` option as ``auto``, ``on`` or ``off`` (one line if it is none of them)."""
+        value = str(self.store).lower()
+        mode = {"auto": "auto", "true": "on", "on": "on", "false": "off", "off": "off", "none": "off"}.get(value)
+        if mode is None:
+            raise DataError(f"--data.init_args.store {self.store!r}: expected auto, true or false.")
+        return mode
+
+    def use_store(self, stage: str) -> None:
+        """Attach the decode-once store of a split at the current size (built on first use; every
+        DDP rank calls this, the first builds under a file lock and the others wait for it)."""
+        ds, mode = self.datasets.get(stage), self.store_mode()
+        if stage == "predict" or ds is None or not hasattr(ds, "decode") or len(ds) == 0:
+            return
+        if mode == "off":
+            ds.store = None
+            return
+        budget = self.store_budget_gb * 1e9 if mode == "auto" else None
+        attach(ds, self.size, store_root(self.store_dir), self.num_workers, f"{stage} {self.size[0]}x{self.size[1]}", budget)
+
+    def _loader(self, stage: str, shuffle: bool = False):
+        self.use_store(stage)
+        return super()._loader(stage, shuffle)
 
     def resize_dataset(self, stage: str, ds) -> None:
         ds.size = self.size

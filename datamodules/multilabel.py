@@ -29,20 +29,23 @@ from .base import DataError, read_rgb, require_dir
 from .images import SKIP_HINT, ImageDataModule, unique_classes
 from .planet_sample import write_planet_sample
 from .splits import split_items
+from .store import Decoded, Stored
 from .files import locate
 from .tags import HINTS, TagRow, read_tag_csv
 
 
-class MultiLabelDataset(Dataset):
+class MultiLabelDataset(Stored, Dataset):
     """Images (uint8 CHW) with multi-hot float targets, or without targets for prediction.
 
     Args:
         paths: image files.
         targets: ``(len(paths), num_classes)`` 0/1 array, or None.
-        transform: albumentations pipeline.
-        size: (height, width) the images end up at; JPEGs are decoded at reduced scale when
-            that is still at least this large.
+        transform: albumentations pipeline run on the resized image (augmentation).
+        size: (height, width) the images are resized to (area); JPEGs are decoded at reduced
+            scale when that is still at least this large.
         sources: per image, where it was listed (``labels.csv, line 7``) for error messages.
+
+    With a decode-once store attached (``datamodules.store``), the resized images are read from it.
     """
 
     read = staticmethod(read_rgb)  # (path, draft) -> HWC uint8; 4-band TIFFs: datamodules/bands.py
@@ -55,16 +58,29 @@ class MultiLabelDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        path = self.paths[i]
-        try:
-            image = self.read(path, draft=(self.size[1], self.size[0]))
-        except DataError as e:
-            where = f" Listed in {self.sources[i]}." if self.sources else ""
-            raise DataError(f"{e}{where} {SKIP_HINT}") from e
-        out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": path.stem}
+        image = self.decoded(i).image
+        out = {"image": torch.from_numpy(self.transform(image=image)["image"]).permute(2, 0, 1).contiguous(), "name": self.paths[i].stem}
         if self.targets is not None:
             out["target"] = self.targets[i]
         return out
+
+    def decode(self, i: int) -> Decoded:
+        """The image read (``read``) and resized to ``size`` (area)."""
+        path, (h, w) = self.paths[i], self.size
+        try:
+            image = self.read(path, draft=(w, h))
+        except DataError as e:
+            where = f" Listed in {self.sources[i]}." if self.sources else ""
+            raise DataError(f"{e}{where} {SKIP_HINT}") from e
+        orig = image.shape[:2]
+        return Decoded(A.Resize(h, w, interpolation=cv2.INTER_AREA)(image=image)["image"], None, orig)
+
+    def store_files(self, i: int) -> tuple[Path, ...]:
+        return (self.paths[i],)
+
+    def decode_id(self) -> str:
+        scale = getattr(self.read, "scale", None)
+        return f"{getattr(self.read, '__name__', type(self.read).__name__)}{[] if scale is None else np.asarray(scale).tolist()}, A.Resize area"
 
 
 class MultiLabelDataModule(ImageDataModule):
@@ -130,10 +146,6 @@ class MultiLabelDataModule(ImageDataModule):
 
     def read_rows(self, csv_path: Path) -> list[TagRow]:
         return read_tag_csv(csv_path, self._classes, self.file_column, self.label_column, self.label_delim, self.allow_empty, self.hints)
-
-    def transform(self, train: bool) -> A.Compose:
-        h, w = self.size
-        return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_AREA), *self.augment_ops(train)])
 
     # -- items -----------------------------------------------------------------
     def _labelled(self) -> tuple[list[Path], np.ndarray, list[str], list[int], list[int]]:

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .base import DataError, read_rgb
+from .store import Decoded, Stored
 
 Item = tuple[Path, str, "tuple[float, float] | None"]  # image, name, point in the file's pixels (None: unknown)
 
@@ -57,11 +58,13 @@ def as_pair(value) -> tuple[float, float] | None:
 
 
 # -- dataset ----------------------------------------------------------------------------
-class PointDataset(Dataset):
+class PointDataset(Stored, Dataset):
     """Images with one point each (or none, for prediction).
 
     Items give ``image`` (uint8 CHW at ``size``), ``target`` (the point scaled to [-1, 1] of the
     transformed image, when known), ``orig_size`` (the file's height, width), ``name`` and ``path``.
+
+    Read from the decode-once store (``datamodules.store``) where one is attached.
 
     Args:
         items: (image path, name, point in the file's pixels or None).
@@ -78,10 +81,7 @@ class PointDataset(Dataset):
     def __getitem__(self, i):
         path, name, point = self.items[i]
         h, w = self.size
-        W, H = image_size(path)
-        image = read_rgb(path, draft=(w, h))  # JPEGs decode at a reduced scale when large
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        image, _, (H, W) = self.decoded(i)
         out = {"name": name, "path": str(path), "orig_size": torch.tensor([H, W])}
         if point is None:
             if self.transform is not None:
@@ -96,3 +96,19 @@ class PointDataset(Dataset):
             out["target"] = torch.from_numpy(scale_point(p, w, h))
         out["image"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
         return out
+
+    def decode(self, i: int) -> Decoded:
+        """The image resized to ``size`` (area; JPEGs decoded at a reduced scale when large) and the
+        file's (height, width) from its header (points are in the file's pixels)."""
+        path, (h, w) = self.items[i][0], self.size
+        W, H = image_size(path)
+        image = read_rgb(path, draft=(w, h))
+        if image.shape[:2] != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        return Decoded(image, None, (H, W))
+
+    def store_files(self, i: int) -> tuple[Path, ...]:
+        return (self.items[i][0],)
+
+    def decode_id(self) -> str:
+        return "read_rgb draft, cv2 area"

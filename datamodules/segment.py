@@ -17,11 +17,10 @@ sub-folders of the mask folder.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from .augment import Augment
-from .base import DataError, cache_dir, require_dir, stage_splits
+from .base import DataError, require_dir, stage_splits
 from .camvid_sample import write_camvid_sample
 from .checks import check_image, read_mask, read_text
 from .files import IMAGE_EXTS, list_images
@@ -45,8 +44,7 @@ class SegmentationDataModule(ImageDataModule):
         codes: a file of class names, one a line (line k is id k-1), under the root unless absolute.
         void_class: the class (name or id) ignored by loss and metrics; None: none (presets may
             name a default, CamVid's ``Void``).
-        cache_resized: decode and resize each image and mask once, keep them (per size) under
-            ``$LESSON3_CACHE/resized/`` and read them from there afterwards.
+        cache_resized: the former name of ``store: true`` (the decode-once store, ``datamodules.store``).
         size: (height, width) the images are resized to (any size from 32; the U-Net pads to its stride).
         batch_size: images per batch.
         **kwargs: the options of every image kind (:class:`~datamodules.images.ImageDataModule`:
@@ -61,7 +59,6 @@ class SegmentationDataModule(ImageDataModule):
     batch_keys = {"mask_key": "mask"}
     default_augment = Augment()  # flips, rotation up to 10 degrees, zoom to 1.1, lighting 0.2 (fastai's defaults)
     void_names: tuple[str, ...] = ()  # class names taken as void when void_class is not given
-    cache_prefix = "segment"
     folders_what = ("images, --data.init_args.folder", "masks, --data.init_args.mask_folder")
 
     def __init__(
@@ -72,7 +69,8 @@ class SegmentationDataModule(ImageDataModule):
         super().__init__(root, size=size, batch_size=batch_size, **kwargs)
         self.folder, self.mask_folder, self.mask_pattern = folder, mask_folder, check_pattern(mask_pattern)
         self.class_list, self.codes, self._void_class = unique_classes(classes), codes, void_class
-        self.cache_resized = cache_resized
+        if cache_resized:
+            self.store = True
         self._classes: list[str] | None = None
         self._classes_from = "--data.init_args.classes"
 
@@ -211,19 +209,8 @@ class SegmentationDataModule(ImageDataModule):
             read_mask(lab, self.num_classes, self.classes_from, (h, w))
 
     # -- datasets ------------------------------------------------------------
-    def cache_key(self) -> str:
-        return "|".join([str(self.root_path.resolve()), self.folder, self.mask_folder, self.mask_pattern])
-
-    @property
-    def resized_cache(self) -> Path | None:
-        """This data's folder of resized pairs (``cache_resized``), else None."""
-        if not self.cache_resized:
-            return None
-        key = hashlib.sha1(self.cache_key().encode()).hexdigest()[:12]
-        return cache_dir() / "resized" / f"{self.cache_prefix}-{key}"
-
     def dataset(self, items: list, train: bool) -> SegmentationDataset:
-        return SegmentationDataset(items, self.transform(train), self.num_classes, self.size, self.resized_cache, self.classes_from)
+        return SegmentationDataset(items, self.transform(train), self.num_classes, self.size, self.classes_from)
 
     def setup(self, stage: str | None = None) -> None:
         items = self.split_pairs()

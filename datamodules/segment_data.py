@@ -1,21 +1,19 @@
 """Segmentation items: mask name patterns (and the one line when they match nothing), and the
-dataset of (image, class-id mask) pairs, resized once and optionally cached."""
+dataset of (image, class-id mask) pairs (read from the decode-once store where it has one)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import string
 from pathlib import Path
 
 import albumentations as A
 import cv2
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .base import DataError, read_rgb
 from .checks import read_mask
+from .store import Decoded, Stored
 
 FIELDS = ("stem", "name", "suffix")
 
@@ -58,7 +56,7 @@ def unmatched(img: Path, mask: Path, pattern: str, mask_dir: Path, images: list[
     return DataError(f"{mask}: no mask for image {img}: --data.mask_pattern '{pattern}' matches no file in {mask_dir}{held}; {fix}.")
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(Stored, Dataset):
     """(image, mask) pairs from files; masks hold class ids.
 
     Args:
@@ -66,14 +64,13 @@ class SegmentationDataset(Dataset):
         transform: albumentations augmentation applied to the resized image and mask together.
         num_classes: masks with a value ``>= num_classes`` are an error naming the file.
         size: (height, width) images and masks are resized to (area / nearest).
-        cache: folder for a one-time cache of the resized pairs (``.npz`` per image and size,
-            keyed by the image's path and the files' modification times); decoding full-size PNGs
-            then happens once.
         classes_from: where the class list comes from (for error messages).
+
+    With a decode-once store attached (``datamodules.store``), the resized pairs are read from it.
     """
 
-    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int, size: tuple[int, int], cache: Path | None = None, classes_from: str = "the class list"):
-        self.items, self.transform, self.num_classes, self.size, self.cache = items, transform, num_classes, size, cache
+    def __init__(self, items: list[tuple[Path, Path | None]], transform: A.Compose, num_classes: int, size: tuple[int, int], classes_from: str = "the class list"):
+        self.items, self.transform, self.num_classes, self.size = items, transform, num_classes, size
         self.classes_from = classes_from
 
     def __len__(self):
@@ -81,7 +78,7 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, i):
         img_path, mask_path = self.items[i]
-        image, mask, orig = self.load(i)
+        image, mask, orig = self.decoded(i)
         out = {"name": img_path.name, "orig_size": torch.tensor(orig)}
         t = self.transform(image=image) if mask is None else self.transform(image=image, mask=mask)
         out["image"] = torch.from_numpy(t["image"]).permute(2, 0, 1).contiguous()
@@ -89,16 +86,9 @@ class SegmentationDataset(Dataset):
             out["mask"] = torch.from_numpy(t["mask"]).long()
         return out
 
-    def load(self, i) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-        """The resized image, mask (or None) and the original (height, width); from the cache when there."""
+    def decode(self, i) -> Decoded:
+        """The resized image, mask (or None) and the original (height, width), from the files."""
         img_path, mask_path = self.items[i]
-        cached = self.cache_file(img_path, mask_path) if self.cache is not None else None
-        if cached is not None and cached.is_file():
-            try:
-                with np.load(cached) as z:
-                    return z["image"], (z["mask"] if "mask" in z else None), tuple(int(v) for v in z["orig"])
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache file is rebuilt
         image = read_rgb(img_path)
         orig = image.shape[:2]
         mask = read_mask(mask_path, self.num_classes, self.classes_from, orig) if mask_path is not None else None
@@ -106,17 +96,10 @@ class SegmentationDataset(Dataset):
         if orig != (h, w):
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask is not None else None
-        if cached is not None:
-            arrays = {"image": image, "orig": np.array(orig)} | ({"mask": mask} if mask is not None else {})
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, cached)  # atomic: loader processes may race on the same file
-        return image, mask, orig
+        return Decoded(image, mask, orig)
 
-    def cache_file(self, img_path: Path, mask_path: Path | None) -> Path:
-        stamp = [img_path.stat().st_mtime_ns] + ([mask_path.stat().st_mtime_ns] if mask_path is not None else [])
-        where = hashlib.sha1(str(img_path).encode()).hexdigest()[:8]  # train/a.png and valid/a.png differ
-        h, w = self.size
-        return self.cache / f"{h}x{w}" / f"{img_path.stem}-{where}-{'-'.join(map(str, stamp))}.npz"
+    def store_files(self, i) -> tuple[Path, ...]:
+        return tuple(p for p in self.items[i] if p is not None)
+
+    def decode_id(self) -> str:
+        return f"read_rgb, read_mask({self.num_classes}), cv2 area/nearest"

@@ -201,30 +201,31 @@ def test_unet_takes_any_size_and_pads_to_its_stride(hw):
     assert torch.isfinite(out).all()
 
 
-def test_resized_cache_gives_the_same_items_and_follows_file_changes(tmp_path, monkeypatch):
+def test_store_gives_the_same_items_and_follows_file_changes(tmp_path, monkeypatch):
+    """The decode-once store (and its former name, cache_resized): the same items, a store per size, a changed label read again."""
     monkeypatch.setenv("LESSON3_CACHE", str(tmp_path / "cache"))
     root = write_fastai(tmp_path / "camvid", hw=(96, 128))
-    plain = CamVidDataModule(root=str(root), size=(64, 96), augment=False, num_workers=0)
+    plain = CamVidDataModule(root=str(root), size=(64, 96), augment=False, num_workers=0, store=False)
     cached = CamVidDataModule(root=str(root), size=(64, 96), augment=False, num_workers=0, cache_resized=True)
     for dm in (plain, cached):
         dm.setup("fit")
+    cached.use_store("train")
     for i in range(len(plain.datasets["train"])):
-        a, b = plain.datasets["train"][i], cached.datasets["train"][i]  # b: written to the cache
-        c = cached.datasets["train"][i]  # read back from it
-        for x in (b, c):
-            assert torch.equal(a["image"], x["image"]) and torch.equal(a["mask"], x["mask"])
-            assert a["orig_size"].tolist() == x["orig_size"].tolist() == [96, 128]
-    files = sorted((cached.resized_cache / "64x96").glob("*.npz"))
-    assert len(files) == len(cached.datasets["train"])
-    # progressive resizing: a second size has its own entries
+        a, c = plain.datasets["train"][i], cached.datasets["train"][i]  # c: read from the store
+        assert torch.equal(a["image"], c["image"]) and torch.equal(a["mask"], c["mask"])
+        assert a["orig_size"].tolist() == c["orig_size"].tolist() == [96, 128]
+    stores = tmp_path / "cache" / "store"
+    assert len(list(stores.glob("*-64x96-*/manifest.json"))) == 1
+    # progressive resizing: a second size has its own store
     cached.set_size((32, 64))
+    cached.use_store("train")
     assert cached.datasets["train"][0]["image"].shape == (3, 32, 64)
-    assert len(list((cached.resized_cache / "32x64").glob("*.npz"))) == 1
-    # a changed label file is read again, not served stale from the cache
+    assert len(list(stores.glob("*-32x64-*/manifest.json"))) == 1
+    # a changed label file is read again, not served stale from the store
     img, lab = cached.datasets["train"].items[0]
-    new = np.zeros((96, 128), np.uint8)
-    Image.fromarray(new).save(lab)
+    Image.fromarray(np.zeros((96, 128), np.uint8)).save(lab)
     import os
 
     os.utime(lab, ns=(1, 1))
+    cached.use_store("train")
     assert int(cached.datasets["train"][0]["mask"].max()) == 0

@@ -109,12 +109,14 @@ def test_folder_split_with_a_test_folder(tmp_path):
     default = SegmentationDataModule(**{**kw, "split": None})  # img/ has a valid/: split by folder without asking
     default.setup("test")
     assert default.split_spec() == {"by": "folder"} and [len(default.datasets[s]) for s in ("train", "valid", "test")] == [3, 2, 1]
-    cached = SegmentationDataModule(**kw, cache_resized=True)  # same names in two folders: two cache entries
+    cached = SegmentationDataModule(**kw, store=True, store_dir=str(tmp_path / "store"))  # same names in two folders
     cached.setup("fit")
     for s in ("train", "valid"):
+        cached.use_store(s)
+        assert cached.datasets[s].store is not None
         for i in range(len(cached.datasets[s])):
             assert torch.equal(cached.datasets[s][i]["mask"], dm.datasets[s][i]["mask"])
-    assert len(list((cached.resized_cache / "32x32").glob("*.npz"))) == 5
+    assert len(list((tmp_path / "store").glob("*/manifest.json"))) == 2
 
 
 def test_builtin_sample_reads_as_camvid_does():
