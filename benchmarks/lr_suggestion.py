@@ -1,105 +1,183 @@
-"""Which LR-suggestion rule can be trusted? For each task on its built-in sample:
+"""Can ``lr: find`` be trusted? The full default recipe with the found LR against a grid of fixed LRs, on real data.
 
-1. run the LR range test as the task's first stage would (same freezing and image size);
-2. train that stage for a short run from the same initial weights with each rule's suggested LR
-   and with each LR of a fixed grid;
-3. print the validation loss reached (lower is better) and write JSON.
+    python benchmarks/lr_suggestion.py --task camvid --root ../shared/data/camvid_segnet_trainval \\
+        --size 96 128 --epochs 10 --grid 3e-4 1e-3 3e-3 1e-2 3e-2 --rules valley steepest minimum \\
+        -- --data.init_args.cache_resized true
 
-    python benchmarks/lr_suggestion.py --tasks camvid planet biwi imdb --epochs 2
+For the default recipe of ``configs/TASK.yaml``, scaled to ``--epochs`` and ``--size`` as
+``benchmarks/recipes.py`` does (its project arm runs every training here):
 
-Takes a few minutes per task on 2 CPU cores.
+* **grid**: one run per LR, set as ``--model.init_args.lr`` (the recipe's ``base``);
+* **find**: one run per rule, the recipe's ``base`` replaced by ``find`` in the first stage that uses
+  it (that stage starts with the range test; later stages' ``base`` becomes ``lr``, the previous
+  stage's head LR, so their ratios to the first stage are kept).
+
+It prints, per metric, the value each run reached and its ratio to the grid's best (higher-is-better
+metrics: value / best; errors and losses: best / value), the LR each rule found, and what finding
+it cost: the range test's optimizer steps and seconds as shares of the run's training steps and
+time. ``--pre_task imdb_lm`` trains that task once and every run starts from its encoder (not
+counted). Each run is kept as ``benchmarks/results/lr_suggestion/<task>/<run>.json`` and reused
+when the same command is given again (delete the file to rerun it); the table goes to
+``benchmarks/results/lr_suggestion-<task>.md`` and ``.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pytorch_lightning as pl  # noqa: E402
+import yaml  # noqa: E402
 
-from callbacks import Stage, Stages  # noqa: E402
-from callbacks.lr_finder import lr_find  # noqa: E402
-from callbacks.lr_suggest import RULES  # noqa: E402
-from train import cli_main  # noqa: E402
+from recipes import METRICS, ROOT, _run, overlay, run_project  # noqa: E402
 
-GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+LOWER_IS_BETTER = ("loss", "error")
+RESULTS = ROOT / "benchmarks" / "results"
 
 
-def first_stage(cli) -> Stage:
-    for cb in cli.trainer.callbacks:
-        if isinstance(cb, Stages):
-            return cb.stages[0]
-    return Stage(epochs=1, lr="find", freeze_to=0)
+def find_stages(stages: list[dict], rule: str) -> list[dict]:
+    """The recipe's stages with ``base`` replaced by ``find`` (first stage using it, with ``rule``)
+    and by ``lr`` in the stages after it."""
+    out, done = [], False
+    for s in stages:
+        lr = s.get("lr", "lr")
+        text = json.dumps(lr)
+        if "base" in text:
+            text = re.sub(r"\bbase\b", "lr" if done else "find", text)
+            s = {**s, "lr": json.loads(text), **({} if done else {"rule": rule})}
+            done = True
+        out.append(s)
+    if not done:
+        raise SystemExit("the recipe sets no stage's LR from base: nothing to find")
+    return out
 
 
-def short_run(cli, init_state, stage: Stage, lr: float, epochs: int, limit: int | None) -> float:
-    model = cli.model
-    model.load_state_dict(init_state)
-    pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_train_batches=limit, default_root_dir="/tmp/lr_bench",
-        callbacks=[Stages([Stage(epochs=epochs, lr=lr, freeze_to=stage.freeze_to, size=stage.size, batch_size=stage.batch_size)])],
-    )
-    trainer.fit(model, cli.datamodule)
-    return float(trainer.callback_metrics["val/loss"])
+def rule_variant(task: str, epochs: int, size, rule: str, folder: Path) -> Path:
+    """A config with the scaled recipe's Stages, the LR found by ``rule``."""
+    cfg = yaml.safe_load(overlay(task, epochs, size, folder).read_text())
+    for cb in cfg["trainer"]["callbacks"]:
+        if str(cb.get("class_path", "")).endswith("Stages"):
+            cb["init_args"]["stages"] = find_stages(cb["init_args"]["stages"], rule)
+    path = folder / f"find-{rule}.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": cfg["trainer"]["callbacks"]}}))
+    return path
 
 
-def bench(task: str, epochs: int, steps: int, limit: int | None) -> dict:
-    cli = cli_main(["fit", "--task", task, "--trainer.logger", "false", "--runs_dir", "/tmp/lr_bench/runs"], run=False)
-    stage = first_stage(cli)
-    dm, model = cli.datamodule, cli.model
-    if stage.size is not None:
-        dm.set_size(stage.size if isinstance(stage.size, int) else tuple(stage.size))
-    init = copy.deepcopy(model.state_dict())
-    t0 = time.time()
-    # Lightning's finder on a trainer as the stage runs (frozen groups as the stage's freeze_to)
-    finder = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir="/tmp/lr_bench")
-    _, sugg, _ = lr_find(finder, model, dm, Path("/tmp/lr_bench"), freeze_to=stage.freeze_to, min_lr=1e-6, max_lr=1.0, num_steps=steps)
-    rows = {}
-    for rule in RULES:
-        lr = sugg[rule].lr
-        rows[rule] = {"lr": lr, "val_loss": short_run(cli, init, stage, lr, epochs, limit) if lr else None}
-    for lr in GRID:
-        rows[f"grid {lr:g}"] = {"lr": lr, "val_loss": short_run(cli, init, stage, lr, epochs, limit)}
-    return {"task": task, "epochs": epochs, "freeze_to": stage.freeze_to, "rows": rows, "seconds": time.time() - t0}
+def ratio(name: str, value: float, best: float) -> float:
+    return best / value if any(k in name for k in LOWER_IS_BETTER) else value / best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=["camvid", "planet", "biwi", "imdb"])
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=60, help="range-test steps")
-    ap.add_argument("--limit_train_batches", type=int, default=None)
-    ap.add_argument("--out", default="benchmarks/results/lr_suggestion.json")
-    args = ap.parse_args()
-    results = []
-    for task in args.tasks:
-        r = bench(task, args.epochs, args.steps, args.limit_train_batches)
-        results.append(r)
-        best = min((v["val_loss"] for v in r["rows"].values() if v["val_loss"] is not None), default=None)
-        print(f"\n{task} ({r['epochs']} epochs of stage 1, freeze_to={r['freeze_to']}, {r['seconds']:.0f}s)")
-        print(f"  {'LR from':14s} {'LR':>9s} {'val loss':>9s} {'vs best':>8s}")
-        for name, v in r["rows"].items():
-            lr = f"{v['lr']:.2e}" if v["lr"] else "-"
-            vl = f"{v['val_loss']:.4f}" if v["val_loss"] is not None else "-"
-            rel = f"{v['val_loss'] / best:.2f}x" if v["val_loss"] is not None and best else "-"
-            print(f"  {name:14s} {lr:>9s} {vl:>9s} {rel:>8s}")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))  # after each task: partial results survive
-    print(f"\nwritten {args.out}")
+def best_of(name: str, values: list[float]) -> float:
+    return min(values) if any(k in name for k in LOWER_IS_BETTER) else max(values)
+
+
+def one_run(args, label: str, cli: list[str], variant: Path | None, work: Path) -> dict:
+    """One project-arm run (cached under results/lr_suggestion/<task>/<label>.json)."""
+    cache = RESULTS / "lr_suggestion" / args.task / f"{label}-seed{args.seed}.json"
+    key = {"root": str(args.root), "size": args.size, "epochs": args.epochs, "cli": cli, "variant": variant and variant.read_text()}
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())
+    run = argparse.Namespace(**{**vars(args), "variant": variant, "cli": cli, "pre_task": None})
+    r = run_project(run, args.seed, work)
+    stages = json.loads((work / f"project-{args.task}-{args.seed}" / "metrics.json").read_text()) if "metrics" in r else {}
+    r = {**r, "key": key, "label": label, "stages_ran": stages.get("stages_ran"), "global_step": stages.get("global_step")}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(r, indent=1))
+    return r
+
+
+def find_cost(r: dict) -> dict:
+    """The range tests' steps and seconds and their shares of the run's training."""
+    found = [s for s in (r.get("stages_ran") or []) if s.get("find")]
+    steps = sum(s["find"]["steps"] for s in found)
+    secs = sum(s["find"]["seconds"] for s in found)
+    train_secs = sum(s.get("train_seconds") or 0 for s in (r.get("stages_ran") or []))
+    return {"found_lr": [s.get("found_lr") for s in found], "steps": steps, "seconds": secs,
+            "step_share": steps / r["global_step"] if r.get("global_step") else None,
+            "time_share": secs / train_secs if train_secs else None}
+
+
+def pre_train(args, work: Path) -> list[str]:
+    """``--pre_task``: train it once (kept with the results), return the CLI that starts from its encoder."""
+    folder = RESULTS / "lr_suggestion" / args.task / f"{args.pre_task}-seed{args.seed}"
+    if not (folder / "encoder").is_dir():
+        cmd = [sys.executable, "train.py", "--task", args.pre_task, "--data.init_args.root", str(args.root), "--config",
+               str(overlay(args.pre_task, args.pre_epochs or args.epochs, None, work)), "--seed_everything", str(args.seed),
+               "--run_dir", str(folder), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+        r = _run(cmd, folder / "metrics.json")
+        if "failed" in r:
+            raise SystemExit(f"{args.pre_task} failed: {r['failed']}")
+    return ["--model.init_args.encoder_ckpt", str(folder / "encoder")]
+
+
+def table(args, rows: list[dict], names: list[str]) -> tuple[str, dict]:
+    grid = [r for r in rows if r["label"].startswith("grid") and "metrics" in r]
+    best = {n: best_of(n, [r["metrics"][n] for r in grid]) for n in names} if grid else {}
+    head = "| run | LR | " + " | ".join(f"{n} | vs best" for n in names) + " | find steps (share) | find s (share) |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(names) + 2)]
+    summary = {"best": best, "rules": {}}
+    for r in rows:
+        if "metrics" not in r:
+            lines.append(f"| {r['label']} | failed: {r['failed'][:100]} |")
+            continue
+        cost = find_cost(r)
+        lr = r["lr"] if r["label"].startswith("grid") else ", ".join(f"{v:.2e}" for v in cost["found_lr"] if v)
+        cells = " | ".join(f"{r['metrics'][n]:.4f} | {ratio(n, r['metrics'][n], best[n]):.3f}" for n in names)
+        find = (f"{cost['steps']} ({cost['step_share']:.1%}) | {cost['seconds']:.0f} ({cost['time_share']:.1%})"
+                if cost["steps"] else "- | -")
+        lines.append(f"| {r['label']} | {lr} | {cells} | {find} |")
+        if not r["label"].startswith("grid"):
+            summary["rules"][r["label"]] = {**cost, "ratios": {n: ratio(n, r["metrics"][n], best[n]) for n in names}}
+    return "\n".join(lines), summary
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", required=True)
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--size", type=int, nargs=2, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid", type=float, nargs="+", required=True, help="at least 5 LRs, 3x apart, around the best")
+    p.add_argument("--rules", nargs="+", default=["valley", "steepest", "minimum"])
+    p.add_argument("--pre_task", default=None)
+    p.add_argument("--pre_epochs", type=int, default=None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cli = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.cli, args.base = cli, args.task.split("_")[0]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    work = Path(tempfile.mkdtemp(prefix="lr-suggestion-"))
+    names = METRICS.get(args.base, ["val/loss"])
+    base_cli = [*args.cli, *(pre_train(args, work) if args.pre_task else [])]
+    rows = []
+    t0 = time.perf_counter()
+    for lr in args.grid:
+        rows.append({**one_run(args, f"grid-{lr:g}", [*base_cli, "--model.init_args.lr", str(lr)], None, work), "lr": f"{lr:.0e}"})
+        print(f"grid {lr:g}: {rows[-1].get('metrics', rows[-1].get('failed'))}", flush=True)
+    for rule in args.rules:
+        rows.append(one_run(args, f"find-{rule}", base_cli, rule_variant(args.task, args.epochs, args.size, rule, work), work))
+        print(f"find {rule}: {rows[-1].get('metrics', rows[-1].get('failed'))} {find_cost(rows[-1]) if 'metrics' in rows[-1] else ''}", flush=True)
+    md, summary = table(args, rows, names)
+    print(md)
+    out = RESULTS / f"lr_suggestion-{args.task}.json"
+    out.write_text(json.dumps({"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seed": args.seed,
+                               "cli": args.cli, "pre_task": args.pre_task, "rows": rows, "summary": summary}, indent=1))
+    out.with_suffix(".md").write_text(f"# lr: find against a grid: {args.task} on {args.root.name}, {args.epochs} epochs, size {args.size}, "
+                                      f"seed {args.seed}\n\n{md}\n\n({time.perf_counter() - t0:.0f} s for this command)\n")
+    print(f"Results: {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ may be found by an LR range test at its start (``lr: find``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Stages(pl.Callback):
         self.found: list[float | None] = []
         self.ran: list[dict] = []  # what each started stage ran with (plain types: weights_only loads)
         self.base_size = None  # the datamodule's size at fit start (fractional stage sizes)
+        self._stage_t0 = None  # when the running stage started training (its train_seconds)
 
     def setup(self, trainer, pl_module, stage):
         pl_module.fit_schedule = False  # before configure_optimizers: every stage builds its own one-cycle
@@ -141,6 +143,8 @@ class Stages(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         k, epoch = self.stage_at(trainer.current_epoch), trainer.current_epoch
         if epoch + 1 == self.first_epoch(k) + self.stages[k].epochs:  # last epoch of stage k
+            if self.ran and getattr(self, "_stage_t0", None) is not None:  # its training time, the range test not counted
+                self.ran[-1] = {**self.ran[-1], "train_seconds": round(time.perf_counter() - self._stage_t0, 3)}
             name = self.stages[k].name or f"stage-{k + 1}"
             save_checkpoint(trainer, run_dir(trainer) / "checkpoints" / f"{name}.ckpt")
             if k + 1 < len(self.stages) and self._apply_data(trainer, k + 1):
@@ -163,9 +167,11 @@ class Stages(pl.Callback):
         opt = trainer.optimizers[0]
         n_groups = len(opt.param_groups)
         prev = self.head_lrs[-1] if self.head_lrs else float(pl_module.lr)
-        found = None
+        found, find_cost = None, None
         if needs_find(stage.lr):
-            found = self._find(trainer, pl_module, stage, k, n_groups, prev)
+            t0 = time.perf_counter()
+            found, steps = self._find(trainer, pl_module, stage, k, n_groups, prev)
+            find_cost = {"steps": steps, "seconds": round(time.perf_counter() - t0, 3)}
         lrs = stage_lrs(stage, n_groups, prev, found, float(pl_module.lr))
         self._schedule(trainer, pl_module, k, lrs)
         self.started, self.head_lrs, self.found = k, [*self.head_lrs, lrs[-1]], [*self.found, found]
@@ -173,16 +179,17 @@ class Stages(pl.Callback):
             "stage": stage.name or f"stage-{k + 1}", "schedule_epochs": stage.epochs,
             "epochs": [self.first_epoch(k), min(self.first_epoch(k) + stage.epochs, trainer.max_epochs) - 1],
             "lr": list(stage.lr) if isinstance(stage.lr, (list, tuple)) else stage.lr, "max_lr_per_group": [float(v) for v in lrs],
-            "found_lr": found, "model_lr": float(pl_module.lr), "freeze_to": stage.freeze_to,
+            "found_lr": found, "find": find_cost, "model_lr": float(pl_module.lr), "freeze_to": stage.freeze_to,
             "size": list(size) if isinstance(size, (list, tuple)) else size, "batch_size": getattr(trainer.datamodule, "batch_size", None),
         }]
+        self._stage_t0 = time.perf_counter()
         if trainer.is_global_zero:
             print(f"[stages] {stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
                   f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
 
-    def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> float:
+    def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> tuple[float, int]:
         """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`),
-        or ``prev`` (logged, with the reason) where the rule has no suggestion."""
+        or ``prev`` (logged, with the reason) where the rule has no suggestion; and the test's steps."""
         finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=self.find_steps, freeze_to=stage.freeze_to)
         test = finder.sweep(trainer, pl_module)
         sugg, _, plot = report(test, run_dir(trainer), rule=stage.rule, name=f"lr_find-stage-{k + 1}", fallback=prev)
@@ -196,7 +203,7 @@ class Stages(pl.Callback):
         elif trainer.is_global_zero:
             print(f"[stages] stage {k + 1}: LR range test suggests {lr:.2e} ({stage.rule})", flush=True)
         # every process must use the same LR under DDP
-        return float(trainer.strategy.broadcast(lr, src=0))
+        return float(trainer.strategy.broadcast(lr, src=0)), len(test.lrs)
 
 
 def _log_plot(trainer, path: Path) -> None:

@@ -151,7 +151,7 @@ def test_frozen_groups_stay_frozen_in_the_sweep(tmp_path):
             handle.remove()
             seen["moved"] = moved
             seen["lrs"] = lrs
-            return 1e-3
+            return 1e-3, 10
 
     fit(tmp_path, task, Data(), [Stage(epochs=1, lr="find", freeze_to=-1)], finder_cls=Spy)
     # the sweep's steps ran with the frozen group at LR 0 and the head's swept; only the head moved
