@@ -33,6 +33,20 @@ from .lr_suggest import Suggestion, smooth_centered, suggest_all
 
 # the one set of defaults of a range test: the lr_find subcommand and Stages' ``lr: find``
 FIND_DEFAULTS = {"min_lr": 1e-6, "max_lr": 1.0, "num_steps": 60}
+FIND_BUDGET = 0.15  # Stages' range tests: at most this share of the run's optimizer steps ...
+MIN_FIND_STEPS = 20  # ... and never fewer steps than this (a shorter curve means nothing)
+
+
+def budget_steps(num_steps: int, run_steps: int, budget: float | None) -> tuple[int, str]:
+    """The range test's steps within ``budget`` (a share of the run's ``run_steps``; None: no cap),
+    or 0 and the reason where the budget does not allow :data:`MIN_FIND_STEPS`."""
+    if budget is None:
+        return num_steps, ""
+    steps = min(num_steps, int(budget * run_steps))
+    if steps < MIN_FIND_STEPS:
+        return 0, (f"no range test: {MIN_FIND_STEPS} steps would be {MIN_FIND_STEPS / max(run_steps, 1):.0%} of this run's "
+                   f"{run_steps} optimizer steps (budget {budget:.0%}: find_budget)")
+    return steps, ""
 LIGHTNING_BETA = 0.98  # the smoothing of Lightning's _LRCallback
 
 
@@ -115,6 +129,8 @@ class RangeFinder(LearningRateFinder):
             remove(path)
 
         strategy.remove_checkpoint = remove_once_all_restored
+        save = trainer.save_checkpoint  # the finder's own full-state checkpoint, saved with weights_only stated
+        trainer.save_checkpoint = lambda path, weights_only=False, storage_options=None: save(path, weights_only, storage_options)
         bar = trainer.progress_bar_callback
         bar_on = bar is not None and bar.is_enabled  # the finder enables it after, even where it was off (rank > 0)
         try:
@@ -129,7 +145,7 @@ class RangeFinder(LearningRateFinder):
             self.lr_find(trainer, pl_module)
         finally:
             handle.remove()
-            del strategy.remove_checkpoint
+            del strategy.remove_checkpoint, trainer.save_checkpoint
             if bar is not None and not bar_on:
                 bar.disable()
             loop.max_epochs, trainer.check_val_every_n_epoch = saved

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RULES = ("valley", "steepest", "minimum")
+RULES = ("valley", "steepest", "minimum", "edge")
+EDGE_DIVISOR = 2.5  # the edge rule's margin below the loss's minimum (benchmarks/results/lr_suggestion.md)
 MIN_POINTS = 10
 
 
@@ -147,9 +148,30 @@ def suggest_minimum(lrs, losses, beta: float = 0.8) -> Suggestion:
     return Suggestion("minimum", float(lrs[idx] / 10), idx, f"minimum at {lrs[idx]:.2e}")
 
 
+def suggest_edge(lrs, losses, beta: float = 0.8, divisor: float = EDGE_DIVISOR) -> Suggestion:
+    """One-cycle's peak LR: the LR at the lowest smoothed loss (the edge beyond which more LR stops
+    helping), divided by ``divisor``.
+
+    The range test ramps the LR exponentially with no warm-up; one-cycle warms up to its peak and
+    anneals from it, so it tolerates LRs close to that edge (Smith's "the largest LR that still
+    lowers the loss"), where fastai's rules land 10-40x lower. A curve still falling at the largest
+    LR tried has no edge: no suggestion (raise ``max_lr``).
+    """
+    cut = clean(lrs, losses)[2]  # "" unless the curve was cut at a NaN/inf or at divergence
+    lrs, sm, none = _prepare("edge", lrs, losses, beta)
+    if none is not None:
+        return none
+    idx = int(np.argmin(sm))
+    if idx == 0:
+        return Suggestion("edge", None, None, "no suggestion: the loss is lowest at the smallest LR tried; lower the range")
+    if idx >= len(sm) - 2 and not cut:
+        return Suggestion("edge", None, None, f"no suggestion: the loss still falls at the largest LR tried ({lrs[-1]:.2e}); raise max_lr")
+    return Suggestion("edge", float(lrs[idx] / divisor), idx, f"minimum at {lrs[idx]:.2e}, / {divisor:g}")
+
+
 def suggest(lrs, losses, rule: str = "valley") -> Suggestion:
-    """The suggestion of one rule (``valley``, ``steepest`` or ``minimum``)."""
-    fns = {"valley": suggest_valley, "steepest": suggest_steepest, "minimum": suggest_minimum}
+    """The suggestion of one rule (``valley``, ``steepest``, ``minimum`` or ``edge``)."""
+    fns = {"valley": suggest_valley, "steepest": suggest_steepest, "minimum": suggest_minimum, "edge": suggest_edge}
     if rule not in fns:
         raise ValueError(f"unknown LR rule '{rule}'; choose one of {', '.join(RULES)}")
     return fns[rule](lrs, losses)

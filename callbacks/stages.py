@@ -16,7 +16,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.types import LRSchedulerConfig
 
-from .lr_finder import FIND_DEFAULTS, RangeFinder, report
+from .lr_finder import FIND_BUDGET, FIND_DEFAULTS, RangeFinder, budget_steps, report
 from .pictures import run_dir
 from .checkpoints import save_checkpoint
 from .stage_plan import Stage, eval_lr, needs_find, scale_epochs, stage_lrs, stage_size, uses_model_lr
@@ -34,11 +34,11 @@ class Stages(pl.Callback):
     """
 
     def __init__(self, stages: list[Stage], find_steps: int = FIND_DEFAULTS["num_steps"], min_lr: float = FIND_DEFAULTS["min_lr"],
-                 max_lr: float = FIND_DEFAULTS["max_lr"]):
+                 max_lr: float = FIND_DEFAULTS["max_lr"], find_budget: float | None = FIND_BUDGET):
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in stages]
         if not self.stages:
             raise ValueError("Stages needs at least one stage")
-        self.find_steps, self.min_lr, self.max_lr = find_steps, min_lr, max_lr
+        self.find_steps, self.min_lr, self.max_lr, self.find_budget = find_steps, min_lr, max_lr, find_budget
         self.started = -1  # index of the last stage whose schedule was built
         self.head_lrs: list[float] = []  # head LR of each started stage
         self.found: list[float | None] = []
@@ -190,7 +190,13 @@ class Stages(pl.Callback):
     def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> tuple[float, int]:
         """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`),
         or ``prev`` (logged, with the reason) where the rule has no suggestion; and the test's steps."""
-        finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=self.find_steps, freeze_to=stage.freeze_to)
+        per_epoch = max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+        steps, why = budget_steps(self.find_steps, self.total_epochs * per_epoch, self.find_budget)
+        if not steps:
+            if trainer.is_global_zero:
+                print(f"[stages] stage {k + 1}: {why}; keeping LR {prev:.2e}", flush=True)
+            return prev, 0
+        finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=steps, freeze_to=stage.freeze_to)
         test = finder.sweep(trainer, pl_module)
         sugg, _, plot = report(test, run_dir(trainer), rule=stage.rule, name=f"lr_find-stage-{k + 1}", fallback=prev)
         if trainer.is_global_zero:

@@ -65,7 +65,7 @@ class Data(pl.LightningDataModule):
 
 
 def fit(tmp_path, task, data, stages, finder_cls=Stages, **kw):
-    cb = finder_cls(stages, find_steps=12, min_lr=1e-5, max_lr=1.0)
+    cb = finder_cls(stages, find_steps=12, min_lr=1e-5, max_lr=1.0, find_budget=None)
     t = pl.Trainer(default_root_dir=str(tmp_path), callbacks=[cb], max_epochs=-1, logger=False, enable_progress_bar=False,
                    enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", num_sanity_val_steps=0, **kw)
     t.fit(task, data)

@@ -164,7 +164,7 @@ class TinyData(pl.LightningDataModule):
 
 def trainer(tmp_path, stages, max_epochs=None, callbacks=(), **kw):
     return pl.Trainer(
-        default_root_dir=str(tmp_path), max_epochs=max_epochs, callbacks=[Stages(stages, find_steps=20), *callbacks],
+        default_root_dir=str(tmp_path), max_epochs=max_epochs, callbacks=[Stages(stages, find_steps=20, find_budget=None), *callbacks],
         logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", **kw,
     )
 
@@ -277,7 +277,7 @@ def test_lr_find_subcommand(run_cli, capsys):
     out = capsys.readouterr().out
     assert "Suggested LR (valley)" in out or "No LR suggestion" in out
     record = json.loads((run / "lr_find.json").read_text())
-    assert len(record["losses"]) >= 10 and set(record["suggestions"]) == {"valley", "steepest", "minimum"}
+    assert len(record["losses"]) >= 10 and set(record["suggestions"]) == {"valley", "steepest", "minimum", "edge"}
     assert (run / "pictures" / "lr_find.png").stat().st_size > 1000
 
 
@@ -287,6 +287,7 @@ def test_staged_recipe_through_cli_writes_plots(run_cli):
     cli, run = run_cli([
         "--task", "camvid", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
         f"--trainer.callbacks.init_args.stages={stages}", "--trainer.callbacks.init_args.find_steps", "15",
+        "--trainer.callbacks.init_args.find_budget", "null",  # 6 steps: over any budget, the test runs anyway
     ])
     m = json.loads((run / "metrics.json").read_text())
     assert m["epochs"] == 2 and tuple(cli.datamodule.size) == (64, 96)
