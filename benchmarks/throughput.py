@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py --task camvid                       # CPU, built-in sample
     python benchmarks/throughput.py --task camvid --device cuda --steps 50 -- \\
-        --data.init_args.size [352,480] --data.init_args.cache_resized true
+        --data.init_args.size [352,480] --data.init_args.store true
 
 Options after ``--`` go to the task's CLI (``train.py``), so the model, data root, size, batch
 size and precision are exactly those of a training run. Three measurements:
@@ -17,6 +17,8 @@ size and precision are exactly those of a training run. Three measurements:
     overhead (metrics, logging, hooks).
 (c) **epoch**: training epochs through the Trainer with the real loaders (two are run; the
     second, with the workers already up, is reported, and the first's time too).
+(d) ``--epoch_vs_plain``: end-to-end epochs of the project (decode-once store, loaders, Lightning)
+    against a plain loop over the images held in memory, on the real samples (``throughput_epoch.py``).
 
 Prints a table and writes ``benchmarks/results/throughput-<task>-<device>.json``.
 """
@@ -202,7 +204,12 @@ def parse_args():
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True, help="a task name from configs/ (camvid, planet, biwi, imdb...)")
+    ap.add_argument("--task", help="a task name from configs/ (camvid, planet, biwi, imdb...)")
+    ap.add_argument("--epoch_vs_plain", action="store_true", help="(d) only: project epochs vs a plain in-memory loop (throughput_epoch.py)")
+    ap.add_argument("--cases", nargs="+", default=None, help="(d): cases of throughput_epoch.CASES (default: Planet 128/256, CamVid 192x256/360x480)")
+    ap.add_argument("--epochs", type=int, default=3, help="(d): epochs per run (the first of each run is not counted)")
+    ap.add_argument("--batches", type=int, default=None, help="(d): batches per epoch (default: all)")
+    ap.add_argument("--note", default="", help="(d): a note kept in the JSON (e.g. that the machine was shared)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 8 on CPU, 50 on CUDA)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 2 on CPU, 10 on CUDA)")
@@ -216,6 +223,8 @@ def parse_args():
     ap.add_argument("--compile", action="store_true", help="--memory.compile true: torch.compile the network (both loops)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if not args.task and not args.epoch_vs_plain:
+        ap.error("--task is required (or --epoch_vs_plain)")
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
@@ -226,6 +235,10 @@ def parse_args():
 
 def main() -> None:
     args, extra = parse_args()
+    if args.epoch_vs_plain:
+        from throughput_epoch import main as epoch_vs_plain
+
+        return epoch_vs_plain(args, extra)
     cuda = args.device == "cuda"
     device = torch.device(args.device)
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,7 +216,8 @@ class _Decoding:
 def _progress(total: int, what: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"decode-once store {what}".strip(), unit="img", disable=not rank_zero_only.rank == 0, leave=False)
+    quiet = not rank_zero_only.rank == 0
+    return tqdm(total=total, desc=f"decode-once store {what}".strip(), unit="img", disable=quiet, leave=False, mininterval=1 if sys.stderr.isatty() else 30)
 
 
 def build(ds, size: tuple[int, int], folder: Path, key: str, workers: int = 0, what: str = "") -> None:
