@@ -58,12 +58,15 @@ def find_stages(stages: list[dict], rule: str) -> list[dict]:
     return out
 
 
-def rule_variant(task: str, epochs: int, size, rule: str, folder: Path) -> Path:
-    """A config with the scaled recipe's Stages, the LR found by ``rule``."""
+def rule_variant(task: str, epochs: int, size, rule: str, folder: Path, budget: str | None = None) -> Path:
+    """A config with the scaled recipe's Stages, the LR found by ``rule`` (``budget``: Stages'
+    ``find_budget``, ``none`` for no cap; default: the recipe's)."""
     cfg = yaml.safe_load(overlay(task, epochs, size, folder).read_text())
     for cb in cfg["trainer"]["callbacks"]:
         if str(cb.get("class_path", "")).endswith("Stages"):
             cb["init_args"]["stages"] = find_stages(cb["init_args"]["stages"], rule)
+            if budget is not None:
+                cb["init_args"]["find_budget"] = None if budget == "none" else float(budget)
     path = folder / f"find-{rule}.yaml"
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": cfg["trainer"]["callbacks"]}}))
     return path
@@ -146,6 +149,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=float, nargs="+", required=True, help="at least 5 LRs, 3x apart, around the best")
     p.add_argument("--rules", nargs="+", default=["valley", "steepest", "minimum"])
+    p.add_argument("--find_budget", default=None, help="Stages' find_budget in the find runs (a share, or none: no cap)")
     p.add_argument("--pre_task", default=None)
     p.add_argument("--pre_epochs", type=int, default=None)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -166,7 +170,8 @@ def main(argv=None) -> int:
         rows.append({**one_run(args, f"grid-{lr:g}", [*base_cli, "--model.init_args.lr", str(lr)], None, work), "lr": f"{lr:.0e}"})
         print(f"grid {lr:g}: {rows[-1].get('metrics', rows[-1].get('failed'))}", flush=True)
     for rule in args.rules:
-        rows.append(one_run(args, f"find-{rule}", base_cli, rule_variant(args.task, args.epochs, args.size, rule, work), work))
+        label = f"find-{rule}" + (f"-budget-{args.find_budget}" if args.find_budget else "")
+        rows.append(one_run(args, label, base_cli, rule_variant(args.task, args.epochs, args.size, rule, work, args.find_budget), work))
         print(f"find {rule}: {rows[-1].get('metrics', rows[-1].get('failed'))} {find_cost(rows[-1]) if 'metrics' in rows[-1] else ''}", flush=True)
     md, summary = table(args, rows, names)
     print(md)

@@ -29,7 +29,7 @@ import numpy as np
 from pytorch_lightning.callbacks import LearningRateFinder
 from pytorch_lightning.utilities.exceptions import _TunerExitException
 
-from .lr_suggest import Suggestion, smooth_centered, suggest_all
+from .lr_suggest import DEFAULT_RULE, Suggestion, smooth_centered, suggest_all
 
 # the one set of defaults of a range test: the lr_find subcommand and Stages' ``lr: find``
 FIND_DEFAULTS = {"min_lr": 1e-6, "max_lr": 1.0, "num_steps": 60}
@@ -192,7 +192,7 @@ def plot_range_test(test: RangeTest, suggestions: dict[str, Suggestion], chosen:
     return path
 
 
-def report(test: RangeTest, out_dir: Path, rule: str = "valley", name: str = "lr_find", fallback: float | None = None) -> tuple[Suggestion, dict[str, Suggestion], Path]:
+def report(test: RangeTest, out_dir: Path, rule: str = DEFAULT_RULE, name: str = "lr_find", fallback: float | None = None) -> tuple[Suggestion, dict[str, Suggestion], Path]:
     """Suggestions + ``<out_dir>/pictures/<name>.png`` + ``<out_dir>/<name>.json`` (with the LR used
     instead, ``fallback``, where the rule has no suggestion).
 
@@ -210,7 +210,7 @@ def report(test: RangeTest, out_dir: Path, rule: str = "valley", name: str = "lr
     return sugg[rule], sugg, plot
 
 
-def lr_find(trainer, model, datamodule, out_dir: Path, rule: str = "valley", freeze_to: int = 0, name: str = "lr_find",
+def lr_find(trainer, model, datamodule, out_dir: Path, rule: str = DEFAULT_RULE, freeze_to: int = 0, name: str = "lr_find",
             fallback: float | None = None, **find) -> tuple[Suggestion, dict[str, Suggestion], Path]:
     """A range test at the start of ``trainer.fit(model, datamodule)``, which then ends (nothing is
     trained); ``find``: :data:`FIND_DEFAULTS` overrides."""

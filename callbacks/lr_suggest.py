@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RULES = ("valley", "steepest", "minimum", "edge")
+DEFAULT_RULE = "edge"  # benchmarks/results/lr_suggestion.md: the only rule near the best LR of the full recipes
 EDGE_DIVISOR = 2.5  # the edge rule's margin below the loss's minimum (benchmarks/results/lr_suggestion.md)
 MIN_POINTS = 10
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from tasks.schedule import spread_lrs
 
+from .lr_suggest import DEFAULT_RULE
+
 LRValue = float | str
 
 
@@ -29,7 +31,8 @@ class Stage:
             datamodule's ``size`` (``0.5``: half of ``--data.size``, at least 32 pixels a side;
             ``1.0``: that size), or None to keep the current size.
         batch_size: batch size for this stage, or None to keep it.
-        rule: LR-suggestion rule for ``find`` (``valley``, ``steepest``, ``minimum``).
+        rule: LR-suggestion rule for ``find`` (``edge``, the default, ``valley``, ``steepest``, ``minimum``:
+            ``callbacks.lr_suggest``).
         name: checkpoint name at the end of the stage (default ``stage-<k>``).
     """
 
@@ -38,7 +41,7 @@ class Stage:
     freeze_to: int = 0
     size: list[int] | int | float | None = None
     batch_size: int | None = None
-    rule: str = "valley"
+    rule: str = DEFAULT_RULE
     name: str | None = None
 
 

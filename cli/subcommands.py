@@ -9,14 +9,16 @@ from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 
 from callbacks.lr_finder import FIND_DEFAULTS
+from callbacks.lr_suggest import DEFAULT_RULE
 from callbacks.lr_finder import lr_find as range_test
 from callbacks.stages import Stages, stage_size
 
 
-def _print_suggestions(every: dict, sugg, rule: str, plot) -> None:
+def _print_suggestions(every: dict, sugg, rule: str, plot, fallback: float) -> None:
     for r, s in every.items():
         print(f"  {r:9s} {s.lr:.2e}  ({s.reason})" if s.lr is not None else f"  {r:9s} -         ({s.reason})")
-    print(f"Suggested LR ({rule}): {sugg.lr:.2e}" if sugg.lr is not None else f"No LR suggestion ({rule}): {sugg.reason}")
+    print(f"Suggested LR ({rule}): {sugg.lr:.2e}" if sugg.lr is not None
+          else f"No LR suggestion ({rule}): {sugg.reason}; a stage with lr: find would keep its fallback, {fallback:.2e}")
     print(f"Plot: {plot}")
 
 
@@ -43,15 +45,15 @@ class KitTrainer(Trainer):
             min_lr: first LR of the sweep.
             max_lr: last LR of the sweep (it stops early when the loss diverges).
             num_steps: batches in the sweep.
-            rule: ``valley``, ``steepest`` or ``minimum`` (default: the first stage's, else valley).
+            rule: ``edge``, ``valley``, ``steepest`` or ``minimum`` (default: the first stage's, else edge).
             freeze_to: first trainable layer group (default: the first stage's, else 0 = all).
         """
         first = self._first_stage()
-        rule = rule or (first.rule if first else "valley")
+        rule = rule or (first.rule if first else DEFAULT_RULE)
         freeze_to = freeze_to if freeze_to is not None else (first.freeze_to if first else 0)
         sugg, every, plot = range_test(self, model, datamodule, Path(self.default_root_dir), rule=rule, freeze_to=freeze_to,
-                                       min_lr=min_lr, max_lr=max_lr, num_steps=num_steps)
-        _print_suggestions(every, sugg, rule, plot)
+                                       min_lr=min_lr, max_lr=max_lr, num_steps=num_steps, fallback=float(model.lr))
+        _print_suggestions(every, sugg, rule, plot, float(model.lr))
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="pictures/lr_find", images=[str(plot)])
