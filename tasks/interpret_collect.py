@@ -53,11 +53,14 @@ class Collector:
     """Accumulates one kind of task's outputs over batches (:meth:`update`), then :meth:`report`."""
 
     kind = ""
+    lists: tuple[str, ...] = ()  # the attributes update appends a batch's outputs to (each starts empty)
 
     def __init__(self, task, k: int = 9):
         self.task, self.k = task, k
         self.top = stats.TopK(k)
         self.names: list[str] = []
+        for name in self.lists:
+            setattr(self, name, [])
 
     def _names(self, batch, n: int) -> list[str]:
         names = batch.get("name")

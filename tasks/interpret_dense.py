@@ -69,11 +69,7 @@ class PointsCollector(Collector):
     """One point per image (``(B, 2)`` in [-1, 1]): the error in pixels of the original images."""
 
     kind = "points"
-
-    def __init__(self, task, k: int = 9):
-        super().__init__(task, k)
-        self.errors: list[torch.Tensor] = []
-        self.mse: list[torch.Tensor] = []
+    lists = ("errors", "mse")
 
     def update(self, batch):
         x, y, size = batch["image"], batch["target"].float(), batch["orig_size"]

@@ -16,11 +16,7 @@ class MultiLabelCollector(Collector):
     """Planet-style tags: probabilities ``(B, C)``, multi-hot targets, the task's decisions."""
 
     kind = "multilabel"
-
-    def __init__(self, task, k: int = 9):
-        super().__init__(task, k)
-        self.probs: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
+    lists = ("probs", "targets")
 
     def update(self, batch):
         x, y = batch["image"], batch["target"].float()
@@ -85,11 +81,7 @@ class SingleLabelCollector(Collector):
 
     kind = "single"
     target_key = "target"
-
-    def __init__(self, task, k: int = 9):
-        super().__init__(task, k)
-        self.probs: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
+    lists = ("probs", "targets")
 
     def outputs(self, batch) -> torch.Tensor:
         return self.task(batch["image"]).float().softmax(-1)
@@ -138,11 +130,7 @@ class TextCollector(SingleLabelCollector):
 
     kind = "text"
     target_key = "label"
-
-    def __init__(self, task, k: int = 9):
-        super().__init__(task, k)
-        self.lengths: list[torch.Tensor] = []
-        self.excerpts: list[str] = []
+    lists = SingleLabelCollector.lists + ("lengths", "excerpts")
 
     def outputs(self, batch):
         return self.task(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
