@@ -13,12 +13,29 @@ from .schedule import one_cycle
 STAGES = ("train", "val", "test")
 
 
+def class_names_for(num_classes: int, class_names: list[str] | None, strict: bool = True) -> list[str]:
+    """The given class names, else ``"0"`` .. ``str(num_classes - 1)``.
+
+    Raises:
+        ValueError: with ``strict``, where the names given are not ``num_classes``.
+    """
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    if strict and len(names) != num_classes:
+        raise ValueError(f"{len(names)} class_names for num_classes={num_classes}.")
+    return names
+
+
 class BaseTask(pl.LightningModule):
     """A network passed in from ``models/``, trained with AdamW and a one-cycle schedule.
 
     Subclasses implement :meth:`make_metrics` (and call :meth:`init_metrics`), :meth:`model_step`
     and :meth:`predict_step`, and may override :meth:`update_metrics`, :meth:`make_example`,
     :meth:`layer_groups` and the picture methods.
+
+    The options every task shares are this constructor's; a subclass takes its own and passes
+    the rest up as ``**kwargs`` (the CLI lists these under each task's options all the same).
+    The hyperparameters of the whole constructor chain are saved here (``hparams``, checkpoints),
+    but for the network and the subclass's :attr:`hparams_ignore`.
 
     Args:
         net: the network (built in ``models/``); it takes raw images or token ids.
@@ -28,9 +45,12 @@ class BaseTask(pl.LightningModule):
     """
 
     kind: str = ""  # what the task predicts: multilabel, single, segmentation, points, text, lm
+    hparams_ignore: tuple[str, ...] = ()  # options kept out of hparams and checkpoints (output choices)
 
     def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-2, pct_start: float = 0.25):
         super().__init__()
+        # Lightning reads the arguments of every __init__ from here down to the subclass's
+        self.save_hyperparameters(ignore=["net", *self.hparams_ignore])
         self.net = net
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures

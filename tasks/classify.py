@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from models.inference import scores
 
-from .base import BaseTask
+from .base import BaseTask, class_names_for
 from .pictures import grid, pyplot, save_figure, to_hwc
 
 PREDICTIONS = "predictions.csv"
@@ -47,24 +47,13 @@ class ClassificationTask(BaseTask):
     kind = "single"
 
     def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int = 2,
-        class_names: list[str] | None = None,
-        label_smoothing: float = 0.0,
-        top_losses: int = 9,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        pct_start: float = 0.25,
+        self, net: nn.Module, num_classes: int = 2, class_names: list[str] | None = None, label_smoothing: float = 0.0, top_losses: int = 9, **kwargs
     ):
-        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        if len(self.class_names) != num_classes:
-            raise ValueError(f"{len(self.class_names)} class_names for num_classes={num_classes}.")
+        super().__init__(net, **kwargs)
+        self.class_names = class_names_for(num_classes, class_names)
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing {label_smoothing}: must be in [0, 1).")
         self.num_classes, self.label_smoothing, self.top_losses = num_classes, label_smoothing, top_losses
-        self.save_hyperparameters(ignore=["net"])
         self.init_metrics()
         self.val_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.confusion: torch.Tensor | None = None  # the last validation epoch's counts

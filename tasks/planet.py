@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy
 
-from .base import BaseTask
+from .base import BaseTask, class_names_for
 from models.decide import expected_f2_decision
 from models.inference import decide_tags, scores
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
@@ -64,25 +64,12 @@ class PlanetTask(BaseTask):
     kind = "multilabel"
 
     def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int = 17,
-        class_names: list[str] | None = None,
-        threshold: float = 0.2,
-        beta: float = 2.0,
-        use_tuned: Literal["auto", "always", "never"] = "auto",
-        zero_division: float = 1.0,
-        decision: Literal["threshold", "tuned", "expected_f2"] = "tuned",
-        tta: bool = False,
-        tta_fit: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        pct_start: float = 0.25,
+        self, net: nn.Module, num_classes: int = 17, class_names: list[str] | None = None, threshold: float = 0.2, beta: float = 2.0,
+        use_tuned: Literal["auto", "always", "never"] = "auto", zero_division: float = 1.0,
+        decision: Literal["threshold", "tuned", "expected_f2"] = "tuned", tta: bool = False, tta_fit: bool = True, **kwargs,
     ):
-        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        if len(self.class_names) != num_classes:
-            raise ValueError(f"{len(self.class_names)} class_names for num_classes={num_classes}.")
+        super().__init__(net, **kwargs)
+        self.class_names = class_names_for(num_classes, class_names)
         self.num_classes, self.threshold, self.beta = num_classes, threshold, beta
         if use_tuned not in ("auto", "always", "never"):
             raise ValueError(f"use_tuned '{use_tuned}': choose auto, always or never.")
@@ -94,7 +81,6 @@ class PlanetTask(BaseTask):
         self.register_buffer("thresholds", torch.full((num_classes,), float(threshold)))
         self.baseline: tuple[list[int], float] | None = None
         self._submission_started = False
-        self.save_hyperparameters(ignore=["net"])
         self.init_metrics()
         self.val_tuned = TunedFBeta(beta, start=threshold, zero_division=zero_division, expected=True)
         self.test_tuned = SamplesFBeta(beta, zero_division=zero_division)

@@ -56,19 +56,11 @@ class PointRegressionTask(BaseTask):
     """
 
     kind = "points"
+    # predict_pictures is an output choice: kept out of checkpoints, so the command line decides it
+    hparams_ignore = ("predict_pictures",)
 
-    def __init__(
-        self,
-        net: nn.Module,
-        predict_pictures: bool = False,
-        zero_head: bool = True,
-        tta: bool = False,
-        tta_fit: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        pct_start: float = 0.25,
-    ):
-        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+    def __init__(self, net: nn.Module, predict_pictures: bool = False, zero_head: bool = True, tta: bool = False, tta_fit: bool = True, **kwargs):
+        super().__init__(net, **kwargs)
         self.predict_pictures, self.tta, self.tta_fit = predict_pictures, tta, tta_fit
         if zero_head:
             last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]
@@ -77,8 +69,6 @@ class PointRegressionTask(BaseTask):
             nn.init.zeros_(last[0].weight)
             if last[0].bias is not None:
                 nn.init.zeros_(last[0].bias)
-        # predict_pictures is an output choice: kept out of checkpoints, so the command line decides it
-        self.save_hyperparameters(ignore=["net", "predict_pictures"])
         self.init_metrics()
 
     def make_metrics(self):

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from .base import BaseTask
+from .base import BaseTask, class_names_for
 from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
 from models.inference import mask_ids, scores
@@ -40,25 +40,14 @@ class SegmentationTask(BaseTask):
     kind = "segmentation"
 
     def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int = 32,
-        void_index: int | None = None,
-        class_names: list[str] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        pct_start: float = 0.25,
-        dice_weight: float = 0.0,
-        tta: bool = False,
-        lovasz_weight: float = 0.0,
-        tta_fit: bool = True,
+        self, net: nn.Module, num_classes: int = 32, void_index: int | None = None, class_names: list[str] | None = None,
+        dice_weight: float = 0.0, tta: bool = False, lovasz_weight: float = 0.0, tta_fit: bool = True, **kwargs,
     ):
-        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+        super().__init__(net, **kwargs)
         self.num_classes, self.void_index = num_classes, void_index
         self.dice_weight, self.tta, self.lovasz_weight, self.tta_fit = dice_weight, tta, lovasz_weight, tta_fit
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = class_names_for(num_classes, class_names, strict=False)
         self.ignore_index = -100 if void_index is None else void_index
-        self.save_hyperparameters(ignore=["net"])
         self.init_metrics()
 
     def make_metrics(self):

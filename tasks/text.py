@@ -23,7 +23,7 @@ from torchmetrics.text import Perplexity
 from models.inference import text_probs
 
 from . import interpret
-from .base import BaseTask
+from .base import BaseTask, class_names_for
 from .masking import mask_tokens
 from .text_show import decode, markdown_table, text_figure
 
@@ -38,9 +38,17 @@ class _TextTask(BaseTask):
     While every layer group but the head has learning rate 0 (a frozen stage of
     ``callbacks.Stages``) the encoder runs without gradients: the same updates, a third of the
     work (single process only; DDP needs every parameter's gradient).
+
+    Args:
+        net: the transformer (``models.text``).
+        lr: peak learning rate of the one-cycle schedule (the head's LR where stages set a slice).
+        **kwargs: :class:`tasks.base.BaseTask`'s options.
     """
 
     _frozen = False
+
+    def __init__(self, net: nn.Module, lr: float = 1e-4, **kwargs):
+        super().__init__(net, lr=lr, **kwargs)
 
     def encoder_frozen(self) -> bool:
         trainer = self._trainer
@@ -88,23 +96,14 @@ class TextClassificationTask(_TextTask):
     kind = "text"
 
     def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int = 2,
-        class_names: list[str] | None = None,
-        encoder_ckpt: str | None = None,
-        n_wrong: int = 10,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-2,
-        pct_start: float = 0.25,
+        self, net: nn.Module, num_classes: int = 2, class_names: list[str] | None = None, encoder_ckpt: str | None = None, n_wrong: int = 10, **kwargs
     ):
-        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+        super().__init__(net, **kwargs)
         if encoder_ckpt:
             net.load_encoder(encoder_ckpt)
         self.num_classes, self.n_wrong = num_classes, n_wrong
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = class_names_for(num_classes, class_names, strict=False)
         self._val_rows: list[tuple] = []
-        self.save_hyperparameters(ignore=["net"])
         self.init_metrics()
 
     def make_metrics(self):
@@ -211,13 +210,12 @@ class MaskedLMTask(_TextTask):
 
     kind = "lm"
 
-    def __init__(self, net: nn.Module, mlm_probability: float = 0.15, save_encoder: bool = True, lr: float = 1e-4, weight_decay: float = 1e-2, pct_start: float = 0.25):
-        super().__init__(net, lr=lr, weight_decay=weight_decay, pct_start=pct_start)
+    def __init__(self, net: nn.Module, mlm_probability: float = 0.15, save_encoder: bool = True, **kwargs):
+        super().__init__(net, **kwargs)
         if not 0 < mlm_probability < 1:
             raise ValueError(f"mlm_probability {mlm_probability}: must be in (0, 1).")
         self.mlm_probability, self.save_encoder = mlm_probability, save_encoder
         self.register_buffer("special_ids", torch.tensor(sorted(set(net.tokenizer.all_special_ids)), dtype=torch.long), persistent=False)
-        self.save_hyperparameters(ignore=["net"])
         self.init_metrics()
 
     def make_metrics(self):
