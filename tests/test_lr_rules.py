@@ -24,15 +24,37 @@ def recorded(name: str) -> dict:
     return json.loads((CURVES / f"{name}.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in CURVES.glob("*.json")))
-def test_edge_lands_near_the_best_grid_lr_of_the_recorded_runs(name):
-    """Each fixture records a real range test and the grid LRs whose full recipe ended best; the
-    edge rule must land within a factor 2 of the best, where fastai's valley landed far below."""
+RANKED = ("camvid_segnet_96x128", "planet_sample_200_64px")  # fixtures whose grid ranks LRs (BIWI's 2 frames do not)
+
+
+def grid_score(c: dict, lr: float) -> list[float]:
+    """Each metric at the grid LR nearest (in log) to ``lr``, as a share of the grid's best
+    (errors and losses: best / value)."""
+    lrs = {float(k): v for k, v in c["grid"].items()}
+    near = min(lrs, key=lambda g: abs(np.log(g / lr)))
+    lower = "error" in c["grid_metrics"] or "loss" in c["grid_metrics"]
+    best = [(min if lower else max)(v[i] for v in lrs.values()) for i in range(len(lrs[near]))]
+    return [(b / v if lower else v / b) for v, b in zip(lrs[near], best)]
+
+
+@pytest.mark.parametrize("name", RANKED)
+def test_edge_lands_where_the_full_recipe_scores_near_its_best(name):
+    """Each fixture records a real range test and the full recipe's metrics at a grid of LRs: the
+    default rule's LR sits where the recipe reached at least 0.95 of the grid's best; fastai's
+    valley did not on CamVid (0.73 of the best mIoU)."""
     c = recorded(name)
     s = suggest(c["lrs"], c["losses"], "edge")
-    best = c["grid_best_lr"]
-    assert s and best / 2 <= s.lr <= best * 2, (s, best)
+    assert s and min(grid_score(c, s.lr)) >= 0.95, (s, grid_score(c, s.lr))
     assert abs(s.lr * EDGE_DIVISOR - c["lrs"][s.index]) < 1e-12  # the LR of the lowest smoothed loss, / the divisor
+    if name.startswith("camvid"):
+        assert min(grid_score(c, suggest(c["lrs"], c["losses"], "valley").lr)) < 0.75
+
+
+def test_every_rule_answers_on_the_recorded_biwi_curve_cut_at_divergence():
+    c = recorded("biwi_head_pose_10_120x160")  # the sweep stopped at divergence after 45 of 60 steps
+    assert len(c["losses"]) == 45
+    for rule, s in suggest_all(c["lrs"], c["losses"]).items():
+        assert s and s.lr < c["lrs"][-1], (rule, s)
 
 
 def test_edge_on_the_camvid_curve_is_the_minimum_over_the_divisor():
