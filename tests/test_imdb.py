@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.bad_inputs_layouts import write_acl as write_acl_layout
 from conftest import shared
 from datamodules.base import DataError
 from datamodules.imdb import (
@@ -47,16 +48,14 @@ def tiny_sample(folder: Path, n: int = 40, n_valid: int = 8) -> Path:
 def write_acl(root: Path, n: int = 4) -> Path:
     """aclImdb: train/{pos,neg}, test/{pos,neg}, train/unsup, one review a .txt file."""
     rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for sub, want in (("pos", "positive"), ("neg", "negative")):
-            d = root / split / sub
-            d.mkdir(parents=True)
-            k = 0
-            while k < n:
-                text, label = make_review(rng)
-                if label == want:
-                    (d / f"{k}_{7 if sub == 'pos' else 2}.txt").write_text(text, encoding="utf-8")
-                    k += 1
+
+    def review(split: str, want: str, k: int) -> str:  # the sample's next review of that label
+        while True:
+            text, label = make_review(rng)
+            if label == want:
+                return text
+
+    write_acl_layout(root, review, n)
     (root / "train" / "unsup").mkdir()
     for k in range(3):
         (root / "train" / "unsup" / f"{k}_0.txt").write_text(make_review(rng)[0], encoding="utf-8")
