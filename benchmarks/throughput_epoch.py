@@ -171,17 +171,16 @@ def report(rows: list[dict], args) -> str:
 
 def main(args, extra: list[str]) -> None:
     rows = []
+    out = Path(args.out or f"benchmarks/results/throughput-epoch-vs-plain-{args.device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores",
+            "note": args.note, "extra": extra, "torch": torch.__version__, "lightning": pl.__version__}
     for name in args.cases or DEFAULT_CASES:
         print(f"== {name}", flush=True)
         rows.append(run_case(name, args, extra))
         print(report(rows[-1:], args), flush=True)
-    text = report(rows, args)
-    print("\n" + text)
-    out = Path(args.out or f"benchmarks/results/throughput-epoch-vs-plain-{args.device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores",
-            "note": args.note, "extra": extra, "torch": torch.__version__, "lightning": pl.__version__, "table": text}
-    out.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+        out.write_text(json.dumps({**meta, "table": report(rows, args), "rows": rows}, indent=1))  # kept case by case
+    print("\n" + report(rows, args))
     print(f"\nwritten {out}")
 
 
