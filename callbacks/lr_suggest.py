@@ -138,14 +138,22 @@ def suggest_steepest(lrs, losses, beta: float = 0.8, skip_begin: int = 5, skip_e
     return Suggestion("steepest", float(lrs[idx]), idx, f"slope {grad[idx - lo]:.3g} per e-fold of LR")
 
 
-def suggest_minimum(lrs, losses, beta: float = 0.8) -> Suggestion:
-    """The LR at the lowest smoothed loss, divided by 10."""
-    lrs, sm, none = _prepare("minimum", lrs, losses, beta)
+def _bottom(rule: str, lrs, losses, beta: float):
+    """(lrs, index of the lowest smoothed loss, None) or (None, None, the "no suggestion")."""
+    lrs, sm, none = _prepare(rule, lrs, losses, beta)
     if none is not None:
-        return none
+        return None, None, none
     idx = int(np.argmin(sm))
     if idx == 0:
-        return Suggestion("minimum", None, None, "no suggestion: the loss is lowest at the smallest LR tried; lower the range")
+        return None, None, Suggestion(rule, None, None, "no suggestion: the loss is lowest at the smallest LR tried; lower the range")
+    return lrs, idx, None
+
+
+def suggest_minimum(lrs, losses, beta: float = 0.8) -> Suggestion:
+    """The LR at the lowest smoothed loss, divided by 10."""
+    lrs, idx, none = _bottom("minimum", lrs, losses, beta)
+    if none is not None:
+        return none
     return Suggestion("minimum", float(lrs[idx] / 10), idx, f"minimum at {lrs[idx]:.2e}")
 
 
@@ -159,13 +167,10 @@ def suggest_edge(lrs, losses, beta: float = 0.8, divisor: float = EDGE_DIVISOR) 
     LR tried has no edge: no suggestion (raise ``max_lr``).
     """
     cut = clean(lrs, losses)[2]  # "" unless the curve was cut at a NaN/inf or at divergence
-    lrs, sm, none = _prepare("edge", lrs, losses, beta)
+    lrs, idx, none = _bottom("edge", lrs, losses, beta)
     if none is not None:
         return none
-    idx = int(np.argmin(sm))
-    if idx == 0:
-        return Suggestion("edge", None, None, "no suggestion: the loss is lowest at the smallest LR tried; lower the range")
-    if idx >= len(sm) - 2 and not cut:
+    if idx >= len(lrs) - 2 and not cut:
         return Suggestion("edge", None, None, f"no suggestion: the loss still falls at the largest LR tried ({lrs[-1]:.2e}); raise max_lr")
     return Suggestion("edge", float(lrs[idx] / divisor), idx, f"minimum at {lrs[idx]:.2e}, / {divisor:g}")
 
