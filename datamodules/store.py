@@ -150,18 +150,20 @@ def open_store(folder: Path, key: str) -> Store | None:
         return None
 
 
-def get_store(ds, size: tuple[int, int], root: Path, workers: int = 0, what: str = "", budget: float | None = None) -> Store:
+def get_store(ds, size: tuple[int, int], root: Path, workers: int = 0, what: str = "", budget: float | None = None,
+              key: str | None = None) -> Store:
     """The store of ``ds`` at ``size`` under ``root``, built first if needed (under the lock).
 
     Args:
         budget: the most bytes a new store may take (None: no limit but the free space).
+        key: ``fingerprint(ds, size)`` where the caller has it (every file is stat'ed for it).
 
     Raises:
         DataError: an item could not be decoded (naming its file); nothing usable is left.
         OverBudget: a new store would take more than ``budget`` bytes.
         StoreUnavailable: the disk filled up or the folder is not writable.
     """
-    key = fingerprint(ds, size)
+    key = key or fingerprint(ds, size)
     folder = root / f"{type(ds).__name__}-{size[0]}x{size[1]}-{key}"
     found = open_store(folder, key)
     if found is not None:
@@ -269,15 +271,18 @@ def attach(ds, size: tuple[int, int], root: Path, workers: int = 0, what: str = 
     """Set ``ds.store`` to its store at ``size`` (built if needed); over the budget, one info line
     and None; on a full disk or an unwritable folder, one warning and None (the loaders then
     decode on the fly)."""
-    current = getattr(ds, "store", None)
-    if current is not None and current.size == tuple(size) and current.key == fingerprint(ds, size):
+    current, key = getattr(ds, "store", None), fingerprint(ds, size)
+    if current is not None and current.size == tuple(size) and current.key == key:
         return current
-    try:
-        ds.store = get_store(ds, size, root, workers, what, budget)
-    except OverBudget as e:
+    if getattr(ds, "store_refused", None) == (tuple(size), key):  # said once: no second build attempt per loader
         ds.store = None
+        return None
+    try:
+        ds.store = get_store(ds, size, root, workers, what, budget, key)
+    except OverBudget as e:
+        ds.store, ds.store_refused = None, (tuple(size), key)
         rank_zero_info(f"decode-once store not built ({e}); decoding the images on the fly.")
     except StoreUnavailable as e:
-        ds.store = None
+        ds.store, ds.store_refused = None, (tuple(size), key)
         rank_zero_warn(f"decode-once store not written ({e}); decoding the images on the fly instead (--data.init_args.store false silences this).")
     return ds.store

@@ -177,13 +177,21 @@ def test_a_full_disk_falls_back_to_decoding_with_one_warning(tmp_path, monkeypat
     dm = camvid(tmp_path, store=True)
     real_save = np.save
 
+    tries = []
+
     def full(*args, **kwargs):
+        tries.append(args)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(store_mod.np, "save", full)
     with pytest.warns(UserWarning, match="decoding the images on the fly") as record:
         loader = dm.train_dataloader()
     assert len([w for w in record if "store" in str(w.message)]) == 1
+    built = len(tries)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.train_dataloader()  # the next loader (a stage boundary, a reload): no second build, no second warning
+    assert len(tries) == built >= 1
     monkeypatch.setattr(store_mod.np, "save", real_save)
     assert dm.datasets["train"].store is None and stores(tmp_path / "store") == []
     assert not [p for p in (tmp_path / "store").iterdir() if p.is_dir()]
