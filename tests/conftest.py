@@ -13,12 +13,26 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["MPLBACKEND"] = "Agg"
-os.environ.setdefault("LESSON3_CACHE", tempfile.mkdtemp(prefix="lesson3-cache-"))
+if "LESSON3_CACHE" not in os.environ:
+    # Removed when the session ends (``pytest_sessionfinish``): the samples and decode-once stores in it would
+    # otherwise pile up in /tmp, one folder per run.
+    _OWN_CACHE = tempfile.mkdtemp(prefix="lesson3-cache-")
+    os.environ["LESSON3_CACHE"] = _OWN_CACHE
+else:
+    _OWN_CACHE = None
+
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's own sample cache (never one the caller set)."""
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def shared(name: str) -> Path:
