@@ -12,7 +12,7 @@ export WANDB_MODE=offline HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1
 export LESSON3_CACHE=${LESSON3_CACHE:-/tmp/lesson3-gpu-cache}
 export THROUGHPUT_DATA=$DATA
 test -d "$DATA" || { echo "error: $DATA: no data folder (give the folder holding planet_sample_200, camvid_segnet_trainval, biwi_head_pose_10)"; exit 1; }
-timeout 240 "$PY" benchmarks/throughput.py --epoch_vs_plain --device cuda --epochs 3 --repeats 2 \
+timeout 240 "$PY" benchmarks/throughput.py --epoch_vs_plain --device cuda --epochs 5 --repeats 1 \
     --cases planet-128 planet-256 camvid-192x256 camvid-360x480 biwi-240x320 --note "one GPU, $(date -u +%FT%TZ)" \
     --out benchmarks/results/throughput-epoch-vs-plain-cuda.json || echo "((d) not finished in 240 s)"
 for spec in "planet planet_sample_200" "camvid camvid_segnet_trainval" "biwi biwi_head_pose_10"; do

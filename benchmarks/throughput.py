@@ -207,7 +207,7 @@ def parse_args():
     ap.add_argument("--task", help="a task name from configs/ (camvid, planet, biwi, imdb...)")
     ap.add_argument("--epoch_vs_plain", action="store_true", help="(d) only: project epochs vs a plain in-memory loop (throughput_epoch.py)")
     ap.add_argument("--cases", nargs="+", default=None, help="(d): cases of throughput_epoch.CASES (default: Planet 128/256, CamVid 192x256/360x480)")
-    ap.add_argument("--epochs", type=int, default=3, help="(d): epochs per run (the first of each run is not counted)")
+    ap.add_argument("--epochs", type=int, default=3, help="(d): epochs per run, each followed by a plain epoch (the first pair of each run is not counted)")
     ap.add_argument("--batches", type=int, default=None, help="(d): batches per epoch (default: all)")
     ap.add_argument("--note", default="", help="(d): a note kept in the JSON (e.g. that the machine was shared)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")

@@ -6,14 +6,17 @@ Project: the task's datamodule (its decode-once store, its augmentation and load
 and its LightningModule's training step through Lightning's Trainer (one one-cycle stage, Recorder,
 MemoryFormat; no validation or checkpoints). Plain: the same training images decoded once into one
 uint8 tensor (N, C, H, W) with their targets, shuffled batches indexed from it, random horizontal
-flips, the same network and loss (the task's ``model_step``), AdamW, in one Python loop. Both run
-the same batches per epoch at the same batch size; the arms alternate (project, plain, project,
-plain, ...) and each arm's best epoch after its first is kept, so a machine shared with other work
-and warm caches favour neither. Reported: seconds per epoch and project / plain.
+flips, a copy of the same network and loss (the task's ``model_step``), AdamW, in one Python loop.
+Both run the same batches per epoch at the same batch size. The arms are **interleaved epoch by
+epoch** in one process (after each project epoch, outside its clock, one plain epoch of the copy),
+so a machine whose speed drifts (seen here: the same plain epoch 18 s, then 27 s) slows both arms of
+a pair alike. Each run's first epoch pair is left out (start-up, warm-up); reported: the median
+seconds per epoch of each arm and the median of the per-pair ratios project / plain.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -61,19 +64,31 @@ def make_cli(task: str, root: Path, size: list[int], args, extra: list[str]):
     return cli_main([*cli_args, *extra], run=False)
 
 
-def project_run(cli, args) -> list[float]:
-    """Epoch seconds of the project's fit (``args.epochs`` epochs of ``args.batches`` batches)."""
+class Interleaved(pl.Callback):
+    """After each project epoch (and its clock), one epoch of the plain loop, timed on its own."""
+
+    def __init__(self, plain: "PlainLoop"):
+        self.plain, self.seconds = plain, []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(self.plain.epoch())
+        pl_module.train()
+
+
+def project_run(cli, plain: "PlainLoop", args) -> tuple[list[float], list[float]]:
+    """Epoch seconds of the project's fit (``args.epochs`` epochs of ``args.batches`` batches) and of
+    the plain loop's epochs interleaved with them."""
     task, dm = cli.model, cli.datamodule
     memory = next((cb for cb in cli.trainer.callbacks if isinstance(cb, MemoryFormat)), MemoryFormat())
-    clock = EpochClock()
+    clock, other = EpochClock(), Interleaved(plain)
     trainer = pl.Trainer(
-        max_epochs=args.epochs, callbacks=[Stages([Stage(epochs=args.epochs, lr=float(task.lr), freeze_to=0)]), Recorder(), memory, clock],
+        max_epochs=args.epochs, callbacks=[Stages([Stage(epochs=args.epochs, lr=float(task.lr), freeze_to=0)]), Recorder(), memory, clock, other],
         accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, precision=cli.trainer.precision, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         limit_train_batches=args.batches, default_root_dir="/tmp/throughput",
     )
     trainer.fit(task, datamodule=dm)
-    return clock.seconds
+    return clock.seconds, other.seconds
 
 
 def in_memory(dm) -> tuple[torch.Tensor, dict]:
@@ -85,42 +100,49 @@ def in_memory(dm) -> tuple[torch.Tensor, dict]:
     return images, targets
 
 
-def plain_run(task, images: torch.Tensor, targets: dict, batch_size: int, args) -> list[float]:
-    """Epoch seconds of the plain loop: indexed batches, flips, model_step, AdamW."""
-    device = torch.device(args.device)
-    task = task.to(device).train()
-    opt = torch.optim.AdamW(task.parameters(), lr=float(task.lr), weight_decay=1e-2)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision_used)
-    n, seconds = len(images), []
-    steps = min(args.batches, n // batch_size) if args.batches else n // batch_size
-    for _ in range(args.epochs):
+class PlainLoop:
+    """The plain loop on its own copy of the task: indexed batches, flips, model_step, AdamW."""
+
+    def __init__(self, task, images: torch.Tensor, targets: dict, batch_size: int, args):
+        self.device = torch.device(args.device)
+        self.task = copy.deepcopy(task).to(self.device)
+        self.opt = torch.optim.AdamW(self.task.parameters(), lr=float(task.lr), weight_decay=1e-2)
+        self.dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision_used)
+        self.images, self.targets, self.batch_size = images, targets, batch_size
+        n = len(images)
+        self.steps = min(args.batches, n // batch_size) if args.batches else n // batch_size
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        flip = torch.rand(len(idx)) < 0.5
+        batch = {"image": self.images[idx], **{k: v[idx] for k, v in self.targets.items()}}
+        for k in ("image", "mask"):
+            if k in batch:
+                batch[k][flip] = batch[k][flip].flip(-1)
+        if isinstance(self.task, PointRegressionTask):  # x in [-1, 1] mirrors to -x
+            batch["target"][flip, 0] *= -1
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def epoch(self) -> float:
+        """Seconds of one epoch."""
+        task, device = self.task.train(), self.device
         sync(device)
         t0 = time.perf_counter()
-        order = torch.randperm(n)
-        for b in range(steps):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            flip = torch.rand(len(idx)) < 0.5
-            batch = {"image": images[idx], **{k: v[idx] for k, v in targets.items()}}
-            for k in ("image", "mask"):
-                if k in batch:
-                    batch[k][flip] = batch[k][flip].flip(-1)
-            if isinstance(task, PointRegressionTask):  # x in [-1, 1] mirrors to -x
-                batch["target"][flip, 0] *= -1
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        order = torch.randperm(len(self.images))
+        for b in range(self.steps):
+            batch = self.batch(order[b * self.batch_size : (b + 1) * self.batch_size])
+            with torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
                 loss = task.model_step(batch, "train")[0]
-            opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self.opt.step()
         sync(device)
-        seconds.append(time.perf_counter() - t0)
-    return seconds
+        return time.perf_counter() - t0
 
 
-def best_after_first(runs: list[list[float]]) -> float:
-    """The fastest epoch of all runs, leaving out each run's first (start-up, store build, warm-up)."""
-    later = [s for r in runs for s in (r[1:] if len(r) > 1 else r)]
-    return min(later)
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
 def run_case(name: str, args, extra: list[str]) -> dict:
@@ -143,29 +165,31 @@ def run_case(name: str, args, extra: list[str]) -> dict:
     for _ in range(args.repeats):
         task.load_state_dict(init)
         pl.seed_everything(0, verbose=False)
-        project.append(project_run(cli, args))
-        print(f"  project epochs {[round(t, 2) for t in project[-1]]} s", flush=True)
-        task.load_state_dict(init)
-        pl.seed_everything(0, verbose=False)
-        plain.append(plain_run(task, images, targets, bs, args))
-        print(f"  plain epochs   {[round(t, 2) for t in plain[-1]]} s", flush=True)
-    p, r = best_after_first(project), best_after_first(plain)
+        p, r = project_run(cli, PlainLoop(task, images, targets, bs, args), args)
+        project.append(p)
+        plain.append(r)
+        print(f"  project epochs {[round(t, 2) for t in p]} s\n  plain epochs   {[round(t, 2) for t in r]} s", flush=True)
+    pairs = [(a, b) for p, r in zip(project, plain) for a, b in list(zip(p, r))[1:]]  # each run's first pair left out
+    ratios = [a / b for a, b in pairs]
     return {"case": name, "task": task_name, "size": size, "batch_size": bs, "batches_per_epoch": args.batches,
             "train_images": len(images), "store": None if store is None else str(store.folder), "num_workers": dm.num_workers,
             "augment_on": "batch (BatchAugment)" if dm.batch_augment is not None else "loaders (albumentations)",
-            "project_epoch_s": p, "plain_epoch_s": r, "ratio": p / r, "project_runs": project, "plain_runs": plain}
+            "project_epoch_s": median([a for a, _ in pairs]), "plain_epoch_s": median([b for _, b in pairs]), "ratio": median(ratios),
+            "ratio_range": [min(ratios), max(ratios)], "project_runs": project, "plain_runs": plain}
 
 
 def report(rows: list[dict], args) -> str:
     lines = [f"(d) end-to-end epoch, project vs plain in-memory loop on {args.device} "
-             f"({args.epochs} epochs x {args.batches or 'all'} batches per run, {args.repeats} alternating runs per arm, best epoch after each run's first)",
-             f"  {'case':<16s} {'batch':>5s} {'workers':>7s} {'augment':<26s} {'project s':>9s} {'plain s':>8s} {'ratio':>6s}"]
+             f"({args.epochs} epochs x {args.batches or 'all'} batches per run, {args.repeats} run(s), arms interleaved epoch by epoch, "
+             "each run's first pair left out; medians)",
+             f"  {'case':<16s} {'batch':>5s} {'workers':>7s} {'augment':<26s} {'project s':>9s} {'plain s':>8s} {'ratio':>6s} {'pair ratios':>12s}"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"  {r['case']:<16s} skipped: {r['skipped']}")
             continue
         lines.append(f"  {r['case']:<16s} {r['batch_size']:>5d} {r['num_workers']:>7d} {r['augment_on']:<26s} "
-                     f"{r['project_epoch_s']:>9.2f} {r['plain_epoch_s']:>8.2f} {r['ratio']:>6.3f}")
+                     f"{r['project_epoch_s']:>9.2f} {r['plain_epoch_s']:>8.2f} {r['ratio']:>6.3f} "
+                     f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}")
     return "\n".join(lines)
 
 
