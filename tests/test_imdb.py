@@ -268,6 +268,27 @@ def test_frozen_stage_runs_the_encoder_without_gradients(tokenizer):
     task._trainer = None
 
 
+def test_attention_dropout_is_set_on_every_attention_module_or_left_alone(tokenizer):
+    from torch import nn
+
+    from models.hf import set_attention_dropout
+
+    def attention_ps(model):
+        return [m.dropout.p for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
+
+    assert attention_ps(TransformerClassifier().encoder) == [0.1] * 6  # None: the checkpoint's own
+    net = TransformerClassifier(attention_dropout=0.0)
+    assert attention_ps(net.encoder) == [0.0] * 6 and net.encoder.config.attention_probs_dropout_prob == 0.0
+    assert net.init_args["attention_dropout"] == 0.0  # bundles rebuild it as trained
+    assert [m.p for m in net.encoder.modules() if isinstance(m, nn.Dropout) and m.p > 0]  # hidden dropout stays
+    mlm = TransformerMLM(attention_dropout=0.05)
+    assert attention_ps(mlm.model) == [0.05] * 6
+    with pytest.raises(ValueError, match="Backbone 'plain': no attention dropout"):
+        set_attention_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)), 0.0, "plain")
+    with pytest.raises(ValueError, match=r"attention_dropout 1.5: expected a probability"):
+        set_attention_dropout(net.encoder, 1.5, "x")
+
+
 def test_mlm_predicts_only_masked_positions(mlm_net, tokenizer):
     enc = tokenizer(["a great film about nothing", "awful"], padding=True, return_tensors="pt")
     labels = torch.full_like(enc["input_ids"], -100)
