@@ -30,6 +30,26 @@ def test_throughput_benchmark_runs_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
+def test_epoch_vs_plain_interleaves_the_arms(tmp_path):
+    """(d): a project epoch and a plain epoch in turn, the first pair left out, medians in the JSON."""
+    from test_camvid import write_segnet
+
+    write_segnet(tmp_path / "data" / "camvid_segnet_trainval", counts=(4, 2, 0), hw=(36, 48))
+    out = tmp_path / "d.json"
+    env = {**{k: v for k, v in os.environ.items() if k != "LESSON3_RUN_DIR"}, "THROUGHPUT_DATA": str(tmp_path / "data")}
+    cmd = [sys.executable, "benchmarks/throughput.py", "--epoch_vs_plain", "--device", "cpu", "--cases", "camvid-192x256", "planet-128",
+           "--epochs", "3", "--batches", "1", "--repeats", "1", "--out", str(out), "--", "--data.init_args.batch_size", "2"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    camvid, planet = json.loads(out.read_text())["rows"]
+    assert planet["skipped"].endswith("planet_sample_200 not present")
+    assert len(camvid["project_runs"][0]) == len(camvid["plain_runs"][0]) == 3 and camvid["store"]  # the store was used
+    pairs = [a / b for a, b in list(zip(camvid["project_runs"][0], camvid["plain_runs"][0]))[1:]]
+    assert camvid["ratio"] == pytest.approx(sum(pairs) / 2) and camvid["ratio_range"] == [min(pairs), max(pairs)]
+    assert "arms interleaved epoch by epoch" in res.stdout
+
+
+@pytest.mark.slow
 def test_recipes_benchmark_runs_both_arms(tmp_path):
     """benchmarks/recipes.py on a tiny SegNet-layout CamVid: both arms train 1 epoch, both rows in the JSON."""
     from test_camvid import write_segnet
