@@ -112,3 +112,17 @@ def test_plain_loop_flip_mirrors_points_and_masks():
     assert (xs.item(), ys.item()) == (1, 1)
     assert torch.allclose(to_pixels(out["target"], torch.tensor([[4, 6]])), torch.tensor([[1.0, 1.0]]))
     assert torch.equal(out["mask"], out["image"][:, 0])
+
+
+def test_lr_suggestion_cv_pools_the_folds_frames():
+    """lr_suggestion_cv.summary: each run's error is the mean over every fold, ranked against the grid's best."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from lr_suggestion_cv import summary
+
+    rows = [{"fold": k, "label": lab, "lr": lr, "px_error": err}
+            for k, errs in enumerate([(10.0, 30.0, 12.0), (20.0, 10.0, 16.0)])
+            for lab, lr, err in zip(("grid-0.001", "grid-0.003", "find-edge"), ("1e-03", "3e-03", [2e-3]), errs)]
+    md, s = summary(rows + [{"fold": 0, "label": "find-valley", "lr": None, "px_error": None}])
+    assert s["mean_px_error"] == {"grid-0.001": 15.0, "grid-0.003": 20.0, "find-edge": 14.0}
+    assert s["grid_best"] == 15.0 and s["ratios"]["grid-0.003"] == 0.75 and s["ratios"]["find-edge"] == pytest.approx(15 / 14)
+    assert "| find-edge | 2.0e-03, 2.0e-03 | 14.0 | 1.071 | 12.0 16.0 |" in md and "| find-valley | None | failed | | |" in md
