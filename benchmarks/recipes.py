@@ -130,13 +130,12 @@ def run_plain(args, seed: int, work: Path) -> dict:
 
 def hflip(task, batch: dict) -> dict:
     """A horizontally mirrored batch: images and masks flipped, points' x negated ([-1, 1] scale)."""
-    import torch
-
     from tasks.pointreg import PointRegressionTask
 
     out = {k: v.flip(-1) if k in ("image", "mask") else v for k, v in batch.items()}
-    if isinstance(task, PointRegressionTask):
-        out["target"] = batch["target"] * torch.tensor([-1.0, 1.0])
+    if isinstance(task, PointRegressionTask):  # x is column 0 (BIWI's targets carry the image size after the point)
+        out["target"] = batch["target"].clone()
+        out["target"][:, 0] *= -1
     return out
 
 

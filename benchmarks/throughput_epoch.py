@@ -21,12 +21,13 @@ import json
 import os
 import time
 from pathlib import Path
+from statistics import median
 
 import pytorch_lightning as pl
 import torch
 
 from callbacks import MemoryFormat, Recorder, Stage, Stages
-from tasks.pointreg import PointRegressionTask
+from recipes import hflip
 from throughput_pipeline import batch_size_of, sync
 from train import cli_main
 
@@ -72,7 +73,6 @@ class Interleaved(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.seconds.append(self.plain.epoch())
-        pl_module.train()
 
 
 def project_run(cli, plain: "PlainLoop", args) -> tuple[list[float], list[float]]:
@@ -113,13 +113,10 @@ class PlainLoop:
         self.steps = min(args.batches, n // batch_size) if args.batches else n // batch_size
 
     def batch(self, idx: torch.Tensor) -> dict:
-        flip = torch.rand(len(idx)) < 0.5
         batch = {"image": self.images[idx], **{k: v[idx] for k, v in self.targets.items()}}
-        for k in ("image", "mask"):
-            if k in batch:
-                batch[k][flip] = batch[k][flip].flip(-1)
-        if isinstance(self.task, PointRegressionTask):  # x in [-1, 1] mirrors to -x
-            batch["target"][flip, 0] *= -1
+        flip = torch.rand(len(idx)) < 0.5
+        for k, v in hflip(self.task, {k: v[flip] for k, v in batch.items()}).items():
+            batch[k][flip] = v
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def epoch(self) -> float:
@@ -137,12 +134,6 @@ class PlainLoop:
             self.opt.step()
         sync(device)
         return time.perf_counter() - t0
-
-
-def median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    m = len(xs) // 2
-    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
 def run_case(name: str, args, extra: list[str]) -> dict:
