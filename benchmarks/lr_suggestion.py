@@ -81,8 +81,8 @@ def best_of(name: str, values: list[float]) -> float:
 
 
 def one_run(args, label: str, cli: list[str], variant: Path | None, work: Path) -> dict:
-    """One project-arm run (cached under results/lr_suggestion/<task>/<label>.json)."""
-    cache = RESULTS / "lr_suggestion" / args.task / f"{label}-seed{args.seed}.json"
+    """One project-arm run (cached under results/lr_suggestion/<cache_name: the task>/<label>.json)."""
+    cache = RESULTS / "lr_suggestion" / getattr(args, "cache_name", args.task) / f"{label}-seed{args.seed}.json"
     key = {"root": str(args.root), "size": args.size, "epochs": args.epochs, "cli": cli, "variant": variant and variant.read_text()}
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())
@@ -159,13 +159,10 @@ def parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
-    work = Path(tempfile.mkdtemp(prefix="lr-suggestion-"))
-    names = METRICS.get(args.base, ["val/loss"])
+def all_runs(args, work: Path) -> list[dict]:
+    """The grid's runs, then one per rule (each cached by ``one_run``)."""
     base_cli = [*args.cli, *(pre_train(args, work) if args.pre_task else [])]
     rows = []
-    t0 = time.perf_counter()
     for lr in args.grid:
         rows.append({**one_run(args, f"grid-{lr:g}", [*base_cli, "--model.init_args.lr", str(lr)], None, work), "lr": f"{lr:.0e}"})
         print(f"grid {lr:g}: {rows[-1].get('metrics', rows[-1].get('failed'))}", flush=True)
@@ -173,14 +170,29 @@ def main(argv=None) -> int:
         label = f"find-{rule}" + (f"-budget-{args.find_budget}" if args.find_budget else "")
         rows.append(one_run(args, label, base_cli, rule_variant(args.task, args.epochs, args.size, rule, work, args.find_budget), work))
         print(f"find {rule}: {rows[-1].get('metrics', rows[-1].get('failed'))} {find_cost(rows[-1]) if 'metrics' in rows[-1] else ''}", flush=True)
-    md, summary = table(args, rows, names)
-    print(md)
-    out = RESULTS / f"lr_suggestion-{args.task}.json"
-    out.write_text(json.dumps({"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seed": args.seed,
-                               "cli": args.cli, "pre_task": args.pre_task, "rows": rows, "summary": summary}, indent=1))
-    out.with_suffix(".md").write_text(f"# lr: find against a grid: {args.task} on {args.root.name}, {args.epochs} epochs, size {args.size}, "
-                                      f"seed {args.seed}\n\n{md}\n\n({time.perf_counter() - t0:.0f} s for this command)\n")
+    return rows
+
+
+def write_results(name: str, payload: dict, title: str, md: str) -> Path:
+    """``benchmarks/results/<name>.json`` (payload) and ``.md`` (title and table); returns the JSON's path."""
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(payload, indent=1))
+    out.with_suffix(".md").write_text(f"# {title}\n\n{md}\n")
     print(f"Results: {out}")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    work = Path(tempfile.mkdtemp(prefix="lr-suggestion-"))
+    t0 = time.perf_counter()
+    rows = all_runs(args, work)
+    md, summary = table(args, rows, METRICS.get(args.base, ["val/loss"]))
+    print(md)
+    write_results(f"lr_suggestion-{args.task}", {"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seed": args.seed,
+                                                 "cli": args.cli, "pre_task": args.pre_task, "rows": rows, "summary": summary},
+                  f"lr: find against a grid: {args.task} on {args.root.name}, {args.epochs} epochs, size {args.size}, seed {args.seed}",
+                  f"{md}\n\n({time.perf_counter() - t0:.0f} s for this command)")
     return 0
 
 

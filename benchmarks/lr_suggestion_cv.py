@@ -15,7 +15,6 @@ generalising to new people. Writes ``benchmarks/results/lr_suggestion-biwi-cv.md
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -32,15 +31,16 @@ METRIC = "val/px_error"
 
 
 def fold_rows(args, k: int, frames: list[str], work: Path) -> list[dict]:
-    """One fold: lr_suggestion.py's runs on this fold's folders; (label, LR, px error) per run."""
+    """One fold: lr_suggestion.py's runs on this fold's folders (cached as ``biwi-cv/fold<k>``);
+    (label, LR, px error) per run."""
     root = biwi_root(args.biwi, frames, work, k)
     argv = ["--task", "biwi", "--root", str(root), "--epochs", str(args.epochs), "--seed", str(args.seed),
             "--grid", *map(str, args.grid), "--rules", *args.rules, *(["--find_budget", args.find_budget] if args.find_budget else []),
             "--", "--data.init_args.valid_persons", '["02"]', *args.cli]
-    lr_suggestion.main(argv)
-    out = json.loads((lr_suggestion.RESULTS / "lr_suggestion-biwi.json").read_text())
+    fold_args = lr_suggestion.parse(argv)
+    fold_args.cache_name = f"biwi-cv/fold{k}"
     rows = []
-    for r in out["rows"]:
+    for r in lr_suggestion.all_runs(fold_args, work):
         cost = lr_suggestion.find_cost(r) if "metrics" in r else {}
         rows.append({"fold": k, "frames": frames, "label": r["label"], "lr": r.get("lr") or cost.get("found_lr"),
                      "px_error": r.get("metrics", {}).get(METRIC), "failed": r.get("failed"), "find": cost})
@@ -80,18 +80,18 @@ def main(argv=None) -> int:
     frames = sorted(f.name[: -len("_rgb.jpg")] for f in (args.biwi / "01").glob("frame_*_rgb.jpg"))
     if len(frames) < args.folds:
         raise SystemExit(f"{args.biwi / '01'}: {len(frames)} frames, fewer than --folds {args.folds}")
-    work = Path(tempfile.mkdtemp(prefix="lr-cv-"))
+    # a fixed folder, so that the fold roots (and the cached runs keyed by them) are the same next time
+    work = Path(tempfile.gettempdir()) / "lr-suggestion-cv-biwi"
+    shutil.rmtree(work, ignore_errors=True)
     try:
         rows = [r for k, c in enumerate(np.array_split(np.array(frames), args.folds)) for r in fold_rows(args, k, c.tolist(), work)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     md, summ = summary(rows)
     print(md)
-    out = lr_suggestion.RESULTS / "lr_suggestion-biwi-cv.json"
-    out.write_text(json.dumps({"command": "python benchmarks/lr_suggestion_cv.py " + " ".join(argv), "rows": rows, "summary": summ}, indent=1))
-    out.with_suffix(".md").write_text(f"# lr: find against a grid, BIWI {args.folds}-fold over {len(frames)} frames, {args.epochs} epochs, "
-                                      f"seed {args.seed}\n\n    python benchmarks/lr_suggestion_cv.py {' '.join(argv)}\n\n{md}\n")
-    print(f"Results: {out}")
+    lr_suggestion.write_results("lr_suggestion-biwi-cv", {"command": "python benchmarks/lr_suggestion_cv.py " + " ".join(argv), "rows": rows, "summary": summ},
+                                f"lr: find against a grid, BIWI {args.folds}-fold over {len(frames)} frames, {args.epochs} epochs, seed {args.seed}",
+                                f"    python benchmarks/lr_suggestion_cv.py {' '.join(argv)}\n\n{md}")
     return 0
 
 
