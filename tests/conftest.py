@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,8 +21,6 @@ if "LESSON3_CACHE" not in os.environ:
     os.environ["LESSON3_CACHE"] = _OWN_CACHE
 else:
     _OWN_CACHE = None
-
-import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
