@@ -3,9 +3,9 @@
 Why the dropout is an option: in training, PyTorch's fused attention kernels on the CPU have no dropout, so
 a nonzero attention dropout makes ``scaled_dot_product_attention`` fall back to the plain maths
 path, which keeps every (heads x length x length) probability matrix for the backward pass.
-Measured for all-MiniLM-L6-v2 at batch 16 x 512 tokens on 2 CPU cores (one forward + backward of
-the masked LM): attention dropout 0.1 (the checkpoint's own) 6.9 GB peak and 13.7 s, 0.0 3.2 GB and
-5.6 s. On CUDA the fused kernels support dropout (not measured here).
+Measured for all-MiniLM-L6-v2 at batch 16 x 512 tokens on 2 CPU cores (``benchmarks/text_memory.py``:
+one forward + backward of the masked LM): attention dropout 0.1 (the checkpoint's own) 6.8 GB peak
+RSS and 10.2 s, 0.0 3.0 GB and 4.3 s. On CUDA the fused kernels support dropout (not measured here).
 """
 
 from __future__ import annotations
