@@ -22,6 +22,7 @@ the RNG is isolated. Around it, what Lightning's finder does not do for a stage 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,30 @@ def set_train_epoch(trainer) -> None:
                 s.set_epoch(trainer.current_epoch)
 
 
+@contextmanager
+def fresh_fit_loop(trainer):
+    """The fit loop ready for a trial run from inside a fit (a range test, a mini-run): no epoch
+    limit, no validation, a fresh epoch -- the trial's step limit makes the loop "restart" from the
+    state it finds, and a finished epoch would run no batch -- and fresh loaders (the epoch's are used
+    up); the epoch limit, validation and a disabled progress bar (the finder enables it, even on
+    rank > 0) are put back after. The trial itself restores weights, optimizer and loops."""
+    loop = trainer.fit_loop
+    saved = loop.max_epochs, trainer.check_val_every_n_epoch
+    bar = trainer.progress_bar_callback
+    bar_on = bar is not None and bar.is_enabled
+    try:
+        loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31
+        epoch = loop.epoch_loop
+        for progress in (epoch.batch_progress, epoch.scheduler_progress, epoch.automatic_optimization.optim_progress):
+            progress.reset_on_run()
+        loop._combined_loader = None
+        yield loop
+    finally:
+        if bar is not None and not bar_on:
+            bar.disable()
+        loop.max_epochs, trainer.check_val_every_n_epoch = saved
+
+
 class RangeFinder(LearningRateFinder):
     """Lightning's LR finder for a stage: :meth:`sweep` runs it now, with the layer groups below
     ``freeze_to`` frozen, and returns the raw curve (it runs at no hook by itself).
@@ -107,7 +132,7 @@ class RangeFinder(LearningRateFinder):
         return  # only on demand
 
     def sweep(self, trainer, pl_module) -> RangeTest:
-        start, loop = trainer.global_step, trainer.fit_loop
+        start = trainer.global_step
         self._early_stop_threshold = 4.0 if start == 0 else None
         groups = trainer.optimizers[0].param_groups
         first = first_trainable(self.freeze_to, len(groups))
@@ -120,7 +145,6 @@ class RangeFinder(LearningRateFinder):
             for g in frozen:
                 g["lr"] = 0.0
 
-        saved = loop.max_epochs, trainer.check_val_every_n_epoch
         handle = trainer.optimizers[0].register_step_pre_hook(frozen_at_zero)
         strategy, remove = trainer.strategy, trainer.strategy.remove_checkpoint
 
@@ -131,24 +155,12 @@ class RangeFinder(LearningRateFinder):
         strategy.remove_checkpoint = remove_once_all_restored
         save = trainer.save_checkpoint  # the finder's own full-state checkpoint, saved with weights_only stated
         trainer.save_checkpoint = lambda path, weights_only=False, storage_options=None: save(path, weights_only, storage_options)
-        bar = trainer.progress_bar_callback
-        bar_on = bar is not None and bar.is_enabled  # the finder enables it after, even where it was off (rank > 0)
         try:
-            loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31  # no epoch limit, no validation
-            # between epochs: a fresh epoch for the sweep, as Lightning starts one (the finder's step limit
-            # makes the loop "restart" from the state it finds: a finished epoch would run no batch), and
-            # fresh loaders (the epoch's are used up); the finder restores the loops after the sweep
-            epoch = loop.epoch_loop
-            for progress in (epoch.batch_progress, epoch.scheduler_progress, epoch.automatic_optimization.optim_progress):
-                progress.reset_on_run()
-            loop._combined_loader = None
-            self.lr_find(trainer, pl_module)
+            with fresh_fit_loop(trainer):
+                self.lr_find(trainer, pl_module)
         finally:
             handle.remove()
             del strategy.remove_checkpoint, trainer.save_checkpoint
-            if bar is not None and not bar_on:
-                bar.disable()
-            loop.max_epochs, trainer.check_val_every_n_epoch = saved
         set_train_epoch(trainer)
         for p in pl_module.parameters():
             p.grad = None  # the sweep's last gradients (every step starts by zeroing them)

@@ -31,8 +31,10 @@ class Stage:
             datamodule's ``size`` (``0.5``: half of ``--data.size``, at least 32 pixels a side;
             ``1.0``: that size), or None to keep the current size.
         batch_size: batch size for this stage, or None to keep it.
-        rule: LR-suggestion rule for ``find`` (``edge``, the default, ``valley``, ``steepest``, ``minimum``:
-            ``callbacks.lr_suggest``).
+        rule: how ``find`` finds the LR: a rule read off the range test (``edge``, the default,
+            ``valley``, ``steepest``, ``minimum``: ``callbacks.lr_suggest``), or ``sweep``: short runs of
+            the stage at a few LRs up from the range test's edge, the lowest validation loss wins
+            (``callbacks.lr_sweep``).
         name: checkpoint name at the end of the stage (default ``stage-<k>``).
     """
 

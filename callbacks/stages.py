@@ -9,6 +9,7 @@ may be found by an LR range test at its start (``lr: find``).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.types import LRSchedulerConfig
 
 from .lr_finder import FIND_BUDGET, FIND_DEFAULTS, RangeFinder, budget_steps, report
+from .lr_suggest import RULES
+from .lr_sweep import SWEEP_FACTORS, SWEEP_RULE, candidates, choose, mini_runs, plan_sweep
 from .pictures import run_dir
 from .checkpoints import save_checkpoint
 from .stage_plan import Stage, eval_lr, needs_find, scale_epochs, stage_lrs, stage_size, uses_model_lr
@@ -38,6 +41,9 @@ class Stages(pl.Callback):
         self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in stages]
         if not self.stages:
             raise ValueError("Stages needs at least one stage")
+        for i, s in enumerate(self.stages):
+            if needs_find(s.lr) and s.rule not in (*RULES, SWEEP_RULE):
+                raise ValueError(f"stage {i + 1}: unknown LR rule '{s.rule}'; choose one of {', '.join((*RULES, SWEEP_RULE))}")
         self.find_steps, self.min_lr, self.max_lr, self.find_budget = find_steps, min_lr, max_lr, find_budget
         self.started = -1  # index of the last stage whose schedule was built
         self.head_lrs: list[float] = []  # head LR of each started stage
@@ -188,28 +194,55 @@ class Stages(pl.Callback):
                   f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
 
     def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> tuple[float, int]:
-        """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`),
-        or ``prev`` (logged, with the reason) where the rule has no suggestion; and the test's steps."""
+        """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`)
+        and its rule, or with ``rule: sweep`` the best of short runs around its edge
+        (:mod:`callbacks.lr_sweep`); ``prev`` (logged, with the reason) where there is none; and the
+        optimizer steps that finding it took."""
         per_epoch = max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
-        steps, why = budget_steps(self.find_steps, self.total_epochs * per_epoch, self.find_budget)
+        run_steps, sweep = self.total_epochs * per_epoch, stage.rule == SWEEP_RULE
+        if sweep:
+            steps, mini, why = plan_sweep(run_steps, self.find_budget, self.find_steps)
+        else:
+            (steps, why), mini = budget_steps(self.find_steps, run_steps, self.find_budget), 0
         if not steps:
-            if trainer.is_global_zero:
-                print(f"[stages] stage {k + 1}: {why}; keeping LR {prev:.2e}", flush=True)
+            _say(trainer, f"stage {k + 1}: {why}; keeping LR {prev:.2e}")
             return prev, 0
         finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=steps, freeze_to=stage.freeze_to)
         test = finder.sweep(trainer, pl_module)
-        sugg, _, plot = report(test, run_dir(trainer), rule=stage.rule, name=f"lr_find-stage-{k + 1}", fallback=prev)
+        sugg, _, plot = report(test, run_dir(trainer), rule="edge" if sweep else stage.rule, name=f"lr_find-stage-{k + 1}", fallback=prev)
         if trainer.is_global_zero:
             _log_plot(trainer, plot)
-        lr = sugg.lr
+        lr = trainer.strategy.broadcast(sugg.lr, src=0)  # every process must use the same LR under DDP
+        if sweep:
+            return self._sweep(trainer, pl_module, stage, k, n_groups, prev, lr, mini), len(test.lrs) + len(SWEEP_FACTORS) * mini
         if lr is None:
-            if trainer.is_global_zero:
-                print(f"[stages] stage {k + 1}: {sugg.reason}; keeping LR {prev:.2e}", flush=True)
+            _say(trainer, f"stage {k + 1}: {sugg.reason}; keeping LR {prev:.2e}")
+            return prev, len(test.lrs)
+        _say(trainer, f"stage {k + 1}: LR range test suggests {lr:.2e} ({stage.rule})")
+        return float(lr), len(test.lrs)
+
+    def _sweep(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float, edge: float | None, mini: int) -> float:
+        """``rule: sweep``: a mini-run of ``mini`` steps per candidate LR, the lowest validation loss wins
+        (``<run_dir>/lr_sweep-stage-<k>.json`` records them)."""
+        lrs = candidates(edge, prev)
+        sets = [stage_lrs(stage, n_groups, prev, lr, float(pl_module.lr)) for lr in lrs]
+        scores = mini_runs(trainer, pl_module, sets, mini, getattr(pl_module, "pct_start", 0.25))
+        lr, why = choose(lrs, scores)
+        if trainer.is_global_zero:
+            record = {"edge": edge, "fallback": prev, "candidates": lrs, "val_loss": scores, "chosen": lr, "reason": why, "mini_steps": mini}
+            (run_dir(trainer) / f"lr_sweep-stage-{k + 1}.json").write_text(json.dumps(record, indent=1))
+        scores_text = ", ".join(f"{c:.2e}: {s:.4g}" for c, s in zip(lrs, scores))
+        if lr is None:
+            _say(trainer, f"stage {k + 1}: {why}; keeping LR {prev:.2e}")
             lr = prev
-        elif trainer.is_global_zero:
-            print(f"[stages] stage {k + 1}: LR range test suggests {lr:.2e} ({stage.rule})", flush=True)
-        # every process must use the same LR under DDP
-        return float(trainer.strategy.broadcast(lr, src=0)), len(test.lrs)
+        else:
+            _say(trainer, f"stage {k + 1}: sweep of {len(lrs)} mini-runs x {mini} steps (val loss {scores_text}) chooses {lr:.2e}")
+        return float(trainer.strategy.broadcast(lr, src=0))
+
+
+def _say(trainer, text: str) -> None:
+    if trainer.is_global_zero:
+        print(f"[stages] {text}", flush=True)
 
 
 def _log_plot(trainer, path: Path) -> None:

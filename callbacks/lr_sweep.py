@@ -1,0 +1,146 @@
+"""The second way to find a stage's LR (``lr: find`` with ``rule: sweep``): short runs of the stage itself.
+
+The range test ramps the LR with no warm-up, one batch per LR, and is read from the training loss;
+for an unfrozen pretrained transformer its lowest loss sits 20x below the best one-cycle peak
+(``benchmarks/results/lr_suggestion-imdb.md``). A sweep asks the question directly: from the stage's
+starting weights, a few *mini-runs* -- the stage's own one-cycle (its ``pct_start``, layer-group
+slice, frozen groups at LR 0) compressed to ``mini_steps`` optimizer steps -- one per candidate peak,
+each scored by the validation loss on the same few validation batches; the lowest wins. Candidates
+are the range test's ``edge`` LR times :data:`SWEEP_FACTORS` (the edge errs low, never high, in the
+benchmarks), or around the fallback LR where the range test has no edge.
+
+Every mini-run goes through the trainer's own fit loop (precision, accumulation, clipping, the
+datamodule's ``on_after_batch_transfer`` augmentation) and is undone from a full checkpoint, with
+the RNG isolated, as Lightning's LR finder does: training after a sweep is the training without it.
+The planning and the choice are pure functions (:func:`plan_sweep`, :func:`candidates`, :func:`choose`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from copy import deepcopy
+
+import numpy as np
+import torch
+from pytorch_lightning.loggers.logger import DummyLogger
+from pytorch_lightning.utilities.seed import isolate_rng
+from pytorch_lightning.utilities.types import LRSchedulerConfig
+
+from tasks.schedule import one_cycle
+
+from .lr_finder import MIN_FIND_STEPS, fresh_fit_loop, set_train_epoch
+
+SWEEP_RULE = "sweep"
+SWEEP_FACTORS = (1.0, 3.0, 9.0, 27.0)  # x the edge LR: it was 20x low on IMDB, 1-6x low on BIWI, right on CamVid
+FALLBACK_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0)  # x the fallback LR where the range test has no edge
+MIN_MINI_STEPS = 8  # a mini-run shorter than this says nothing about the stage
+VAL_BATCHES = 8  # validation batches scoring each mini-run (the same ones for every candidate)
+FORWARD_COST = 1 / 3  # a validation batch against a training step (forward only), for the budget
+RANGE_SHARE = 0.4  # the range test's share of a sweep's budget (at least MIN_FIND_STEPS steps)
+
+
+def plan_sweep(run_steps: int, budget: float | None, find_steps: int, n_candidates: int = len(SWEEP_FACTORS),
+               val_batches: int = VAL_BATCHES) -> tuple[int, int, str]:
+    """The sweep's range-test steps and steps per mini-run within ``budget`` (a share of the run's
+    ``run_steps`` optimizer steps; None: no cap, then mini-runs of a tenth of the run, at least
+    :data:`MIN_MINI_STEPS`), or ``(0, 0, reason)`` where the budget cannot hold them."""
+    if budget is None:
+        return find_steps, max(MIN_MINI_STEPS, run_steps // 10), ""
+    total = budget * run_steps
+    range_steps = min(find_steps, max(MIN_FIND_STEPS, int(RANGE_SHARE * total)))
+    mini = int((total - range_steps) / n_candidates - val_batches * FORWARD_COST)
+    if mini < MIN_MINI_STEPS:
+        need = MIN_FIND_STEPS + n_candidates * (MIN_MINI_STEPS + val_batches * FORWARD_COST)
+        return 0, 0, (f"no sweep: a {MIN_FIND_STEPS}-step range test and {n_candidates} mini-runs of {MIN_MINI_STEPS} steps "
+                      f"would be {need / max(run_steps, 1):.0%} of this run's {run_steps} optimizer steps "
+                      f"(budget {budget:.0%}: find_budget)")
+    return range_steps, mini, ""
+
+
+def candidates(edge: float | None, fallback: float) -> list[float]:
+    """The peak LRs to try: the range test's edge LR x :data:`SWEEP_FACTORS`, or the fallback x
+    :data:`FALLBACK_FACTORS` where there is no edge."""
+    if edge is not None:
+        return [edge * f for f in SWEEP_FACTORS]
+    return [fallback * f for f in FALLBACK_FACTORS]
+
+
+def choose(lrs: list[float], scores: list[float]) -> tuple[float | None, str]:
+    """The LR of the lowest finite score (the lower LR on a tie), or None and why there is none."""
+    finite = [(float(s), float(lr)) for lr, s in zip(lrs, scores) if s is not None and math.isfinite(s)]
+    if not finite:
+        return None, f"no sweep result: the validation loss of all {len(lrs)} mini-runs was NaN/inf"
+    score, lr = min(finite)
+    return lr, f"lowest validation loss {score:.4g} of {len(lrs)} mini-runs"
+
+
+def val_batches(trainer, n: int = VAL_BATCHES) -> list:
+    """The first ``n`` batches of the datamodule's validation loader (kept on the CPU)."""
+    out = []
+    for batch in trainer.datamodule.val_dataloader():
+        out.append(batch)
+        if len(out) >= n:
+            break
+    if not out:
+        raise ValueError("rule sweep scores mini-runs on validation batches, and the validation loader has none")
+    return out
+
+
+def val_loss(trainer, pl_module, batches: list) -> float:
+    """Mean loss of ``pl_module.model_step`` over ``batches``, as validation runs (eval mode, no
+    gradients, the trainer's precision, no training augmentation)."""
+    was_training = pl_module.training
+    pl_module.eval()
+    trainer.validating = True  # the datamodule augments only while the trainer is training
+    try:
+        losses = []
+        with torch.no_grad(), trainer.precision_plugin.val_step_context():
+            for batch in batches:
+                loss, _, _ = pl_module.model_step(trainer.strategy.batch_to_device(batch), "val")
+                losses.append(float(loss))
+    finally:
+        trainer.training = True
+        pl_module.train(was_training)
+    return float(np.mean(losses))
+
+
+def mini_runs(trainer, pl_module, lr_sets: list[list[float]], steps: int, pct_start: float, n_val: int = VAL_BATCHES) -> list[float]:
+    """Validation loss (on the first ``n_val`` validation batches) after ``steps`` optimizer steps of
+    one-cycle at each of ``lr_sets`` (LRs per parameter group), each from the current state, which is
+    put back after each."""
+    loop, strategy = trainer.fit_loop, trainer.strategy
+    path = strategy.broadcast(os.path.join(trainer.default_root_dir, f".lr_sweep_{uuid.uuid4()}.ckpt"))
+    scores = []
+    with isolate_rng(), fresh_fit_loop(trainer):
+        batches = val_batches(trainer, n_val)  # (a loader's iterator draws its seed from torch's RNG)
+        trainer.save_checkpoint(path, weights_only=False)
+        kept = {"configs": strategy.lr_scheduler_configs, "callbacks": trainer.callbacks, "loggers": trainer.loggers,
+                "max_steps": loop.epoch_loop.max_steps, "loop": deepcopy(loop.state_dict())}
+        try:
+            for lrs in lr_sets:
+                trainer.callbacks, trainer.logger = [], DummyLogger() if trainer.logger is not None else None
+                strategy.lr_scheduler_configs = [LRSchedulerConfig(one_cycle(trainer.optimizers[0], lrs, steps, pct_start), interval="step")]
+                loop.load_state_dict(deepcopy(kept["loop"]))
+                loop.restarting, loop._combined_loader = False, None
+                loop.epoch_loop.max_steps = trainer.global_step + steps
+                loop.run()
+                scores.append(val_loss(trainer, pl_module, batches))
+                strategy.lr_scheduler_configs, trainer.callbacks, trainer.loggers = kept["configs"], kept["callbacks"], kept["loggers"]
+                loop.epoch_loop.max_steps = kept["max_steps"]
+                loop.load_state_dict(deepcopy(kept["loop"]))
+                trainer._checkpoint_connector.restore(path)  # weights, optimizer, loops as before the mini-run
+                loop.restarting = loop.epoch_loop.restarting = False
+        finally:
+            strategy.lr_scheduler_configs, trainer.callbacks, trainer.loggers = kept["configs"], kept["callbacks"], kept["loggers"]
+            loop.epoch_loop.max_steps = kept["max_steps"]
+            strategy.barrier("lr sweep restored")
+            strategy.remove_checkpoint(path)
+            loop.epoch_loop.val_loop._combined_loader = None
+            loop._combined_loader = None
+            loop.setup_data()
+    set_train_epoch(trainer)
+    for p in pl_module.parameters():
+        p.grad = None
+    return scores
