@@ -18,7 +18,7 @@ it cost: the range test's optimizer steps and seconds as shares of the run's tra
 time. ``--pre_task imdb_lm`` trains that task once and every run starts from its encoder (not
 counted). Each run is kept as ``benchmarks/results/lr_suggestion/<task>/<run>.json`` and reused
 when the same command is given again (delete the file to rerun it); the table goes to
-``benchmarks/results/lr_suggestion-<task>.md`` and ``.json``.
+``benchmarks/results/lr_suggestion-<task>.md`` and ``.json`` (``--name``: another name).
 """
 
 from __future__ import annotations
@@ -87,9 +87,14 @@ def one_run(args, label: str, cli: list[str], variant: Path | None, work: Path) 
     if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())
     run = argparse.Namespace(**{**vars(args), "variant": variant, "cli": cli, "pre_task": None})
+    out = work / f"project-{args.task}-{args.seed}"
+    for stale in out.glob("lr_*-stage-*.json"):  # an earlier run's, in the same run folder
+        stale.unlink()
     r = run_project(run, args.seed, work)
-    stages = json.loads((work / f"project-{args.task}-{args.seed}" / "metrics.json").read_text()) if "metrics" in r else {}
-    r = {**r, "key": key, "label": label, "stages_ran": stages.get("stages_ran"), "global_step": stages.get("global_step")}
+    stages = json.loads((out / "metrics.json").read_text()) if "metrics" in r else {}
+    r = {**r, "key": key, "label": label, "stages_ran": stages.get("stages_ran"), "global_step": stages.get("global_step"),
+         # what the finding saw: each range test's curve (lr_find-stage-k) and each sweep's mini-runs (lr_sweep-stage-k)
+         "finding": {f.stem: json.loads(f.read_text()) for f in sorted(out.glob("lr_*-stage-*.json"))}}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(r, indent=1))
     return r
@@ -152,6 +157,7 @@ def parse(argv=None):
     p.add_argument("--find_budget", default=None, help="Stages' find_budget in the find runs (a share, or none: no cap)")
     p.add_argument("--pre_task", default=None)
     p.add_argument("--pre_epochs", type=int, default=None)
+    p.add_argument("--name", default=None, help="results file name under benchmarks/results (default: lr_suggestion-TASK)")
     argv = list(sys.argv[1:] if argv is None else argv)
     cli = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -189,7 +195,7 @@ def main(argv=None) -> int:
     rows = all_runs(args, work)
     md, summary = table(args, rows, METRICS.get(args.base, ["val/loss"]))
     print(md)
-    write_results(f"lr_suggestion-{args.task}", {"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seed": args.seed,
+    write_results(args.name or f"lr_suggestion-{args.task}", {"task": args.task, "root": str(args.root), "size": args.size, "epochs": args.epochs, "seed": args.seed,
                                                  "cli": args.cli, "pre_task": args.pre_task, "rows": rows, "summary": summary},
                   f"lr: find against a grid: {args.task} on {args.root.name}, {args.epochs} epochs, size {args.size}, seed {args.seed}",
                   f"{md}\n\n({time.perf_counter() - t0:.0f} s for this command)")
