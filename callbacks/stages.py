@@ -10,6 +10,7 @@ may be found by an LR range test at its start (``lr: find``).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -229,7 +230,7 @@ class Stages(pl.Callback):
         scores = mini_runs(trainer, pl_module, sets, mini, getattr(pl_module, "pct_start", 0.25))
         lr, why = choose(lrs, scores)
         if trainer.is_global_zero:
-            record = {"edge": edge, "fallback": prev, "candidates": lrs, "val_loss": scores, "chosen": lr, "reason": why, "mini_steps": mini}
+            record = {"edge": edge, "fallback": prev, "candidates": lrs, "val_loss": [v if math.isfinite(v) else None for v in scores], "chosen": lr, "reason": why, "mini_steps": mini}
             (run_dir(trainer) / f"lr_sweep-stage-{k + 1}.json").write_text(json.dumps(record, indent=1))
         scores_text = ", ".join(f"{c:.2e}: {s:.4g}" for c, s in zip(lrs, scores))
         if lr is None:

@@ -185,6 +185,29 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert out.stdout.count("LR range test suggests") == 1  # rank 0 prints; rank 1 got it by broadcast
 
 
+@pytest.mark.slow
+def test_ddp_lr_sweep_on_two_cpu_processes(tmp_path):
+    """``rule: sweep`` under Lightning's DDP: every process runs the same mini-runs (restored from one
+    checkpoint), rank 0 chooses and prints, the run trains on."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LESSON3_RUN_DIR", "LOCAL_RANK")}
+    stages = json.dumps([{"epochs": 2, "freeze_to": 0, "lr": "find", "rule": "sweep"}])
+    cmd = [
+        sys.executable, "train.py", "--task", "camvid", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+        "--data.init_args.num_workers", "0", "--runs_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "2",
+        "--trainer.callbacks.init_args.stages", stages, "--trainer.callbacks.init_args.find_budget", "null",
+        "--trainer.callbacks.init_args.find_steps", "20",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("mini-runs x 8 steps") == 1, out.stdout[-2000:]
+    (run,) = list((tmp_path / "runs" / "camvid").iterdir())
+    record = json.loads((run / "lr_sweep-stage-1.json").read_text())
+    assert len(record["val_loss"]) == 4 and record["chosen"] in record["candidates"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["stages_ran"][0]["found_lr"] == pytest.approx(record["chosen"])
+
+
 # what a run must not print: warnings the project once caused (issue 16)
 NOT_OURS_TO_PRINT = {
     "implicit resume": r"ckpt_path=None\)` was called without a model",

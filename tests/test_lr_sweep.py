@@ -59,7 +59,7 @@ def test_sweep_leaves_no_trace_and_trains_its_mini_runs_with_device_augmentation
     assert c["seen"] == 12 + len(SWEEP_FACTORS) * mini
     assert record["candidates"] == pytest.approx(candidates(record["edge"], record["fallback"]))
     scores = record["val_loss"]
-    assert len(scores) == len(SWEEP_FACTORS) and all(math.isfinite(s) for s in scores)
+    assert len(scores) == len(SWEEP_FACTORS) and all(s is not None and math.isfinite(s) for s in scores)
     assert record["chosen"] == record["candidates"][scores.index(min(scores))] == cb.found[1]
     assert len(set(scores)) > 1  # each mini-run trained at its own LR
     assert cb.ran[1]["find"]["steps"] == 12 + len(SWEEP_FACTORS) * mini
@@ -98,3 +98,18 @@ def test_an_unknown_rule_is_refused_before_training():
 
     with pytest.raises(ValueError, match="stage 1: unknown LR rule 'steep'.*sweep"):
         Stages([Stage(epochs=1, lr="find", rule="steep")])
+
+
+class NaNValidation(Task):
+    def model_step(self, batch, stage="train"):
+        loss, pred, y = super().model_step(batch, stage)
+        return (loss * float("nan") if stage == "val" else loss), pred, y
+
+
+def test_a_sweep_with_no_finite_score_keeps_the_fallback_and_says_why(tmp_path, capsys):
+    pl.seed_everything(0)
+    _, cb = fit(tmp_path, NaNValidation(lr=3e-3), Data(), [Stage(epochs=2, lr="find", rule="sweep")])
+    assert cb.found == [3e-3]
+    assert "validation loss of all 4 mini-runs was NaN/inf; keeping LR 3.00e-03" in capsys.readouterr().out
+    record = json.loads((tmp_path / "lr_sweep-stage-1.json").read_text())
+    assert record["chosen"] is None and record["val_loss"] == [None] * 4  # strict JSON: no NaN
