@@ -43,7 +43,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def find_stages(stages: list[dict], rule: str) -> list[dict]:
     """The recipe's stages with ``base`` replaced by ``find`` (first stage using it, with ``rule``)
-    and by ``lr`` in the stages after it."""
+    and by ``lr`` in the stages after it; in a recipe with no ``base``, its first ``find`` stage's rule
+    set to ``rule``."""
     out, done = [], False
     for s in stages:
         lr = s.get("lr", "lr")
@@ -53,8 +54,11 @@ def find_stages(stages: list[dict], rule: str) -> list[dict]:
             s = {**s, "lr": json.loads(text), **({} if done else {"rule": rule})}
             done = True
         out.append(s)
-    if not done:
-        raise SystemExit("the recipe sets no stage's LR from base: nothing to find")
+    if not done:  # a recipe that finds its LR already (camvid): its first finding stage gets ``rule``
+        first = next((i for i, s in enumerate(out) if "find" in json.dumps(s.get("lr", "lr"))), None)
+        if first is None:
+            raise SystemExit("the recipe sets no stage's LR from base or find: nothing to find")
+        out[first] = {**out[first], "rule": rule}
     return out
 
 

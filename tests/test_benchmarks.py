@@ -126,3 +126,15 @@ def test_lr_suggestion_cv_pools_the_folds_frames():
     assert s["mean_px_error"] == {"grid-0.001": 15.0, "grid-0.003": 20.0, "find-edge": 14.0}
     assert s["grid_best"] == 15.0 and s["ratios"]["grid-0.003"] == 0.75 and s["ratios"]["find-edge"] == pytest.approx(15 / 14)
     assert "| find-edge | 2.0e-03, 2.0e-03 | 14.0 | 1.071 | 12.0 16.0 |" in md and "| find-valley | None | failed | | |" in md
+
+
+def test_lr_suggestion_find_stages_sets_the_rule_where_the_recipe_finds_or_uses_base():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from lr_suggestion import find_stages
+
+    staged = [{"epochs": 1, "freeze_to": -1, "lr": 3e-2}, {"epochs": 2, "lr": ["base/4", "base"]}, {"epochs": 1, "lr": "base/2"}]
+    assert find_stages(staged, "sweep") == [staged[0], {"epochs": 2, "lr": ["find/4", "find"], "rule": "sweep"}, {"epochs": 1, "lr": "lr/2"}]
+    found = [{"epochs": 40, "freeze_to": 0, "lr": "find", "rule": "edge"}]  # configs/camvid.yaml finds its LR already
+    assert find_stages(found, "sweep") == [{**found[0], "rule": "sweep"}]
+    with pytest.raises(SystemExit, match="nothing to find"):
+        find_stages([{"epochs": 1, "lr": 1e-3}], "edge")
