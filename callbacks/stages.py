@@ -177,7 +177,7 @@ class Stages(pl.Callback):
         found, find_cost = None, None
         if needs_find(stage.lr):
             t0 = time.perf_counter()
-            found, steps = self._find(trainer, pl_module, stage, k, n_groups, prev)
+            found, steps = self._find(trainer, pl_module, stage, k, n_groups, float(pl_module.lr))  # its fallback: --model.lr
             find_cost = {"steps": steps, "seconds": round(time.perf_counter() - t0, 3)}
         lrs = stage_lrs(stage, n_groups, prev, found, float(pl_module.lr))
         self._schedule(trainer, pl_module, k, lrs)
@@ -194,10 +194,10 @@ class Stages(pl.Callback):
             print(f"[stages] {stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
                   f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
 
-    def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float) -> tuple[float, int]:
+    def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, fallback: float) -> tuple[float, int]:
         """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`)
         and its rule, or with ``rule: sweep`` the best of short runs around its edge
-        (:mod:`callbacks.lr_sweep`); ``prev`` (logged, with the reason) where there is none; and the
+        (:mod:`callbacks.lr_sweep`); ``fallback`` (the model's ``lr``; logged, with the reason) where there is none; and the
         optimizer steps that finding it took."""
         per_epoch = max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
         run_steps, sweep = self.total_epochs * per_epoch, stage.rule == SWEEP_RULE
@@ -206,36 +206,37 @@ class Stages(pl.Callback):
         else:
             (steps, why), mini = budget_steps(self.find_steps, run_steps, self.find_budget), 0
         if not steps:
-            _say(trainer, f"stage {k + 1}: {why}; keeping LR {prev:.2e}")
-            return prev, 0
+            _say(trainer, f"stage {k + 1}: {why}; keeping LR {fallback:.2e}")
+            return fallback, 0
         finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=steps, freeze_to=stage.freeze_to)
         test = finder.sweep(trainer, pl_module)
-        sugg, _, plot = report(test, run_dir(trainer), rule="edge" if sweep else stage.rule, name=f"lr_find-stage-{k + 1}", fallback=prev)
+        sugg, _, plot = report(test, run_dir(trainer), rule="edge" if sweep else stage.rule, name=f"lr_find-stage-{k + 1}", fallback=fallback)
         if trainer.is_global_zero:
             _log_plot(trainer, plot)
         lr = trainer.strategy.broadcast(sugg.lr, src=0)  # every process must use the same LR under DDP
         if sweep:
-            return self._sweep(trainer, pl_module, stage, k, n_groups, prev, lr, mini), len(test.lrs) + len(SWEEP_FACTORS) * mini
+            return self._sweep(trainer, pl_module, stage, k, n_groups, fallback, lr, mini), len(test.lrs) + len(SWEEP_FACTORS) * mini
         if lr is None:
-            _say(trainer, f"stage {k + 1}: {sugg.reason}; keeping LR {prev:.2e}")
-            return prev, len(test.lrs)
+            _say(trainer, f"stage {k + 1}: {sugg.reason}; keeping LR {fallback:.2e}")
+            return fallback, len(test.lrs)
         _say(trainer, f"stage {k + 1}: LR range test suggests {lr:.2e} ({stage.rule})")
         return float(lr), len(test.lrs)
 
-    def _sweep(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, prev: float, edge: float | None, mini: int) -> float:
+    def _sweep(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, fallback: float, edge: float | None, mini: int) -> float:
         """``rule: sweep``: a mini-run of ``mini`` steps per candidate LR, the lowest validation loss wins
         (``<run_dir>/lr_sweep-stage-<k>.json`` records them)."""
-        lrs = candidates(edge, prev)
+        lrs = candidates(edge, fallback)
+        prev = self.head_lrs[-1] if self.head_lrs else float(pl_module.lr)  # ``lr`` in the stage's expressions
         sets = [stage_lrs(stage, n_groups, prev, lr, float(pl_module.lr)) for lr in lrs]
         scores = mini_runs(trainer, pl_module, sets, mini, getattr(pl_module, "pct_start", 0.25))
         lr, why = choose(lrs, scores)
         if trainer.is_global_zero:
-            record = {"edge": edge, "fallback": prev, "candidates": lrs, "val_loss": [v if math.isfinite(v) else None for v in scores], "chosen": lr, "reason": why, "mini_steps": mini}
+            record = {"edge": edge, "fallback": fallback, "candidates": lrs, "val_loss": [v if math.isfinite(v) else None for v in scores], "chosen": lr, "reason": why, "mini_steps": mini}
             (run_dir(trainer) / f"lr_sweep-stage-{k + 1}.json").write_text(json.dumps(record, indent=1))
         scores_text = ", ".join(f"{c:.2e}: {s:.4g}" for c, s in zip(lrs, scores))
         if lr is None:
-            _say(trainer, f"stage {k + 1}: {why}; keeping LR {prev:.2e}")
-            lr = prev
+            _say(trainer, f"stage {k + 1}: {why}; keeping LR {fallback:.2e}")
+            lr = fallback
         else:
             _say(trainer, f"stage {k + 1}: sweep of {len(lrs)} mini-runs x {mini} steps (val loss {scores_text}) chooses {lr:.2e}")
         return float(trainer.strategy.broadcast(lr, src=0))

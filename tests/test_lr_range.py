@@ -176,6 +176,15 @@ def test_no_suggestion_keeps_the_fallback_lr_and_says_why(tmp_path, capsys):
     assert record["suggestion"] is None and record["fallback_lr"] == 3e-3 and "does not change" in record["reason"]
 
 
+def test_a_later_stage_falls_back_to_the_models_lr_not_the_previous_heads(tmp_path, capsys):
+    """``--model.lr`` is what ``find`` falls back to in every stage: after a head-only stage at 3e-2,
+    an unfrozen ``[find/4, find]`` stage with no suggestion runs at [3e-3/4, 3e-3], not at 3e-2."""
+    pl.seed_everything(0)
+    _, cb = fit(tmp_path, Flat(lr=3e-3), Data(), [Stage(epochs=1, lr=3e-2, freeze_to=-1), Stage(epochs=1, lr=["find/4", "find"])])
+    assert cb.found == [None, 3e-3] and cb.ran[1]["max_lr_per_group"] == pytest.approx([7.5e-4, 3e-3])
+    assert "keeping LR 3.00e-03" in capsys.readouterr().out
+
+
 def test_unsmooth_inverts_lightnings_recorded_losses():
     raw = [2.0, 1.9, 1.7, 1.8, float("nan"), float("nan")]
     for start in (0, 500):  # a sweep at the start of fit, and one later (global step 500)
