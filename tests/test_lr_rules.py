@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from callbacks import Stage, Stages
 from callbacks.lr_finder import MIN_FIND_STEPS, budget_steps
 from callbacks.lr_suggest import EDGE_DIVISOR, suggest, suggest_all
+from callbacks.lr_sweep import choose
 from toy import Images, ToyTask
 
 CURVES = Path(__file__).parent / "fixtures" / "lr_curves"
@@ -62,6 +63,18 @@ def test_edge_on_the_camvid_curve_is_the_minimum_over_the_divisor():
     every = suggest_all(c["lrs"], c["losses"])
     assert 2e-2 <= every["edge"].lr * EDGE_DIVISOR <= 3.2e-2  # the smoothed loss is lowest at 2.5e-2
     assert every["valley"].lr < every["edge"].lr / 10  # fastai's valley: 16x below (the evidence of issue 14)
+
+
+def test_on_the_recorded_imdb_stage_edge_misses_and_the_sweeps_losses_choose_near_the_best():
+    """The unfrozen transformer (issue 14's counter-example): the range test's loss is lowest at
+    2.5e-5, so edge lands at 0.54 of the grid's best; the recorded sweep's validation losses fall all
+    the way to its largest candidate, 27x the edge, next to the grid's best LR (the full recipe at the
+    chosen 2.7e-4 itself reached 0.94 of it: 33 of 40 reviews against 35)."""
+    c = recorded("imdb_sample_200_stage2")
+    s = suggest(c["lrs"], c["losses"], "edge")
+    assert s and min(grid_score(c, s.lr)) < 0.6 and s.lr < c["grid_best_lr"] / 10
+    lr, _ = choose(c["sweep"]["candidates"], c["sweep"]["val_loss"])
+    assert lr == c["sweep"]["chosen"] == pytest.approx(27 * s.lr) and min(grid_score(c, lr)) == 1.0  # nearest grid LR: 2e-4
 
 
 def test_edge_still_falling_at_the_largest_lr_has_no_suggestion():
