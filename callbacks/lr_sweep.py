@@ -21,6 +21,7 @@ import math
 import os
 import uuid
 from copy import deepcopy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,6 +75,31 @@ def choose(lrs: list[float], scores: list[float]) -> tuple[float | None, str]:
         return None, f"no sweep result: the validation loss of all {len(lrs)} mini-runs was NaN/inf"
     score, lr = min(finite)
     return lr, f"lowest validation loss {score:.4g} of {len(lrs)} mini-runs"
+
+
+def plot_sweep(lrs: list[float], scores: list[float], chosen: float | None, path: Path) -> Path:
+    """Each mini-run's validation loss against its peak LR (log scale), the chosen one marked."""
+    from tasks.pictures import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [(lr, s) for lr, s in zip(lrs, scores) if s is not None and math.isfinite(s)]
+    if pts:
+        ax.plot(*zip(*pts), "o-", color="C0", label="validation loss after the mini-run")
+    for lr in (lr for lr, s in zip(lrs, scores) if s is None or not math.isfinite(s)):
+        ax.axvline(lr, color="0.7", ls=":", label=f"{lr:.2e}: NaN/inf")
+    if chosen is not None:
+        ax.axvline(chosen, color="C1", label=f"chosen: {chosen:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate of the stage's one-cycle")
+    ax.set_ylabel("validation loss")
+    ax.set_title("LR sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def val_batches(trainer, n: int = VAL_BATCHES) -> list:

@@ -63,6 +63,7 @@ def test_sweep_leaves_no_trace_and_trains_its_mini_runs_with_device_augmentation
     assert record["chosen"] == record["candidates"][scores.index(min(scores))] == cb.found[1]
     assert len(set(scores)) > 1  # each mini-run trained at its own LR
     assert cb.ran[1]["find"]["steps"] == 12 + len(SWEEP_FACTORS) * mini
+    assert (tmp_path / "pictures" / "lr_sweep-stage-2.png").stat().st_size > 1000  # the losses per LR, drawn
 
 
 def test_training_after_the_sweep_is_the_training_at_the_lr_it_chose(tmp_path):
@@ -113,3 +114,4 @@ def test_a_sweep_with_no_finite_score_keeps_the_fallback_and_says_why(tmp_path, 
     assert "validation loss of all 4 mini-runs was NaN/inf; keeping LR 3.00e-03" in capsys.readouterr().out
     record = json.loads((tmp_path / "lr_sweep-stage-1.json").read_text())
     assert record["chosen"] is None and record["val_loss"] == [None] * 4  # strict JSON: no NaN
+    assert (tmp_path / "pictures" / "lr_sweep-stage-1.png").is_file()
