@@ -176,6 +176,16 @@ class _FindAtFitStart(RangeFinder):
         raise _TunerExitException()  # as Lightning's Tuner.lr_find: the fit ends once the sweep is done
 
 
+def lr_axes(fig, ax, xlabel: str, ylabel: str, title: str) -> None:
+    """A log-LR x axis, the labels, the legend: the range test's and the sweep's pictures."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+
+
 def plot_range_test(test: RangeTest, suggestions: dict[str, Suggestion], chosen: str, path: Path) -> Path:
     """Loss against LR (log scale), raw and smoothed, with each rule's suggestion marked."""
     from tasks.pictures import pyplot
@@ -192,12 +202,7 @@ def plot_range_test(test: RangeTest, suggestions: dict[str, Suggestion], chosen:
     for i, (rule, s) in enumerate(suggestions.items()):
         if s.lr is not None:
             ax.axvline(s.lr, color=f"C{i + 1}", ls="-" if rule == chosen else "--", label=f"{rule}: {s.lr:.2e}" + (" (chosen)" if rule == chosen else ""))
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title("LR range test")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    lr_axes(fig, ax, "learning rate", "training loss", "LR range test")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -21,7 +21,6 @@ import math
 import os
 import uuid
 from copy import deepcopy
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfig
 
 from tasks.schedule import one_cycle
 
-from .lr_finder import MIN_FIND_STEPS, fresh_fit_loop, set_train_epoch
+from .lr_finder import MIN_FIND_STEPS, fresh_fit_loop, lr_axes, set_train_epoch
 
 SWEEP_RULE = "sweep"
 SWEEP_FACTORS = (1.0, 3.0, 9.0, 27.0)  # x the edge LR: it was 20x low on IMDB, 1-6x low on BIWI, right on CamVid
@@ -77,12 +76,11 @@ def choose(lrs: list[float], scores: list[float]) -> tuple[float | None, str]:
     return lr, f"lowest validation loss {score:.4g} of {len(lrs)} mini-runs"
 
 
-def plot_sweep(lrs: list[float], scores: list[float], chosen: float | None, path: Path) -> Path:
+def sweep_figure(lrs: list[float], scores: list[float], chosen: float | None):
     """Each mini-run's validation loss against its peak LR (log scale), the chosen one marked."""
     from tasks.pictures import pyplot
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     pts = [(lr, s) for lr, s in zip(lrs, scores) if s is not None and math.isfinite(s)]
     if pts:
         ax.plot(*zip(*pts), "o-", color="C0", label="validation loss after the mini-run")
@@ -90,16 +88,8 @@ def plot_sweep(lrs: list[float], scores: list[float], chosen: float | None, path
         ax.axvline(lr, color="0.7", ls=":", label=f"{lr:.2e}: NaN/inf")
     if chosen is not None:
         ax.axvline(chosen, color="C1", label=f"chosen: {chosen:.2e}")
-    ax.set_xscale("log")
-    ax.set_xlabel("peak learning rate of the stage's one-cycle")
-    ax.set_ylabel("validation loss")
-    ax.set_title("LR sweep")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    lr_axes(fig, ax, "peak learning rate of the stage's one-cycle", "validation loss", "LR sweep")
+    return fig
 
 
 def val_batches(trainer, n: int = VAL_BATCHES) -> list:

@@ -20,10 +20,11 @@ from pytorch_lightning.utilities.types import LRSchedulerConfig
 
 from .lr_finder import FIND_BUDGET, FIND_DEFAULTS, RangeFinder, budget_steps, report
 from .lr_suggest import RULES
-from .lr_sweep import SWEEP_FACTORS, SWEEP_RULE, candidates, choose, mini_runs, plan_sweep, plot_sweep
+from .lr_sweep import SWEEP_FACTORS, SWEEP_RULE, candidates, choose, mini_runs, plan_sweep, sweep_figure
 from .pictures import run_dir
 from .checkpoints import save_checkpoint
 from .stage_plan import Stage, eval_lr, needs_find, scale_epochs, stage_lrs, stage_size, uses_model_lr
+from tasks.pictures import save_figure
 from tasks.schedule import one_cycle
 
 class Stages(pl.Callback):
@@ -233,7 +234,7 @@ class Stages(pl.Callback):
         if trainer.is_global_zero:
             record = {"edge": edge, "fallback": fallback, "candidates": lrs, "val_loss": [v if math.isfinite(v) else None for v in scores], "chosen": lr, "reason": why, "mini_steps": mini}
             (run_dir(trainer) / f"lr_sweep-stage-{k + 1}.json").write_text(json.dumps(record, indent=1))
-            _log_plot(trainer, plot_sweep(lrs, scores, lr, run_dir(trainer) / "pictures" / f"lr_sweep-stage-{k + 1}.png"))
+        save_figure(trainer, sweep_figure(lrs, scores, lr), f"lr_sweep-stage-{k + 1}")  # (rank 0 writes it)
         scores_text = ", ".join(f"{c:.2e}: {s:.4g}" for c, s in zip(lrs, scores))
         if lr is None:
             _say(trainer, f"stage {k + 1}: {why}; keeping LR {fallback:.2e}")
