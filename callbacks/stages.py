@@ -4,7 +4,8 @@ Each stage is one one-cycle schedule over its epochs. Freezing is by parameter-g
 rate (0 for frozen groups; batch-norm statistics keep updating, as in fastai), so one optimizer
 and DDP serve every stage. A stage may change the input size and batch size (progressive
 resizing); the loaders are rebuilt at the boundary and the weights carry over. The LR of a stage
-may be found by an LR range test at its start (``lr: find``).
+may be found at its start (``lr: find``): read off an LR range test by a rule, or with ``rule: sweep`` by
+short runs of the stage itself at a few LRs (``callbacks.lr_sweep``).
 """
 
 from __future__ import annotations
