@@ -124,7 +124,7 @@ class Stages(pl.Callback):
         self.base_size = getattr(trainer.datamodule, "size", None)
         self._apply_data(trainer, 0)  # before the first loaders are built
         if trainer.is_global_zero and not uses_model_lr(self.stages):
-            how = "is only the fallback of 'lr: find'" if needs_find(self.stages[0].lr) else "is not used: every stage sets its own LR"
+            how = "is only the fallback of 'lr: find'" if any(needs_find(s.lr) for s in self.stages) else "is not used: every stage sets its own LR"
             print(f"[stages] note: the model's lr ({float(pl_module.lr):.2e}) {how}; "
                   "write a stage's lr as base, base/N or [base/100, base] to set it from --model.lr", flush=True)
 
