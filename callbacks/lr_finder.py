@@ -22,6 +22,7 @@ the RNG is isolated. Around it, what Lightning's finder does not do for a stage 
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +94,16 @@ def fresh_fit_loop(trainer):
     limit, no validation, a fresh epoch -- the trial's step limit makes the loop "restart" from the
     state it finds, and a finished epoch would run no batch -- and fresh loaders (the epoch's are used
     up); the epoch limit, validation and a disabled progress bar (the finder enables it, even on
-    rank > 0) are put back after. The trial itself restores weights, optimizer and loops."""
+    rank > 0) are put back after. The trial itself restores weights, optimizer and loops. Lightning's
+    info lines about it ("`Trainer.fit` stopped", "Restoring states from ...", one of each per trial)
+    are held back: the stage's own ``[stages]`` line says what it found."""
     loop = trainer.fit_loop
     saved = loop.max_epochs, trainer.check_val_every_n_epoch
     bar = trainer.progress_bar_callback
     bar_on = bar is not None and bar.is_enabled
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    lightning_log.setLevel(max(logging.WARNING, level))
     try:
         loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31
         epoch = loop.epoch_loop
@@ -109,6 +115,7 @@ def fresh_fit_loop(trainer):
         if bar is not None and not bar_on:
             bar.disable()
         loop.max_epochs, trainer.check_val_every_n_epoch = saved
+        lightning_log.setLevel(level)
 
 
 class RangeFinder(LearningRateFinder):

@@ -5,7 +5,8 @@ for an unfrozen pretrained transformer its lowest loss sits 20x below the best o
 (``benchmarks/results/lr_suggestion-imdb.md``). A sweep asks the question directly: from the stage's
 starting weights, a few *mini-runs* -- the stage's own one-cycle (its ``pct_start``, layer-group
 slice, frozen groups at LR 0) compressed to ``mini_steps`` optimizer steps -- one per candidate peak,
-each scored by the validation loss on the same few validation batches; the lowest wins. Candidates
+each scored by the validation loss on the same few validation batches; the lowest wins, if it is below
+the loss before the mini-runs (otherwise none helped, and the fallback LR is kept). Candidates
 are the range test's ``edge`` LR times :data:`SWEEP_FACTORS` (the edge errs low, never high, in the
 benchmarks), or around the fallback LR where the range test has no edge.
 
@@ -33,6 +34,7 @@ from tasks.schedule import one_cycle
 from .lr_finder import MIN_FIND_STEPS, fresh_fit_loop, lr_axes, set_train_epoch
 
 SWEEP_RULE = "sweep"
+CENTRE_RULE = "edge"  # the range-test rule whose LR the candidates multiply
 SWEEP_FACTORS = (1.0, 3.0, 9.0, 27.0)  # x the edge LR: it was 20x low on IMDB, 1-6x low on BIWI, right on CamVid
 FALLBACK_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0)  # x the fallback LR where the range test has no edge
 MIN_MINI_STEPS = 8  # a mini-run shorter than this says nothing about the stage
@@ -51,6 +53,9 @@ def plan_sweep(run_steps: int, budget: float | None, find_steps: int, n_candidat
     total = budget * run_steps
     range_steps = min(find_steps, max(MIN_FIND_STEPS, int(RANGE_SHARE * total)))
     mini = int((total - range_steps) / n_candidates - val_batches * FORWARD_COST)
+    if mini < MIN_MINI_STEPS:  # a tight budget: the shortest range test, the rest to the mini-runs
+        range_steps = min(find_steps, MIN_FIND_STEPS)
+        mini = int((total - range_steps) / n_candidates - val_batches * FORWARD_COST)
     if mini < MIN_MINI_STEPS:
         need = MIN_FIND_STEPS + n_candidates * (MIN_MINI_STEPS + val_batches * FORWARD_COST)
         return 0, 0, (f"no sweep: a {MIN_FIND_STEPS}-step range test and {n_candidates} mini-runs of {MIN_MINI_STEPS} steps "
@@ -67,12 +72,15 @@ def candidates(edge: float | None, fallback: float) -> list[float]:
     return [fallback * f for f in FALLBACK_FACTORS]
 
 
-def choose(lrs: list[float], scores: list[float]) -> tuple[float | None, str]:
-    """The LR of the lowest finite score (the lower LR on a tie), or None and why there is none."""
+def choose(lrs: list[float], scores: list[float], start: float | None = None) -> tuple[float | None, str]:
+    """The LR of the lowest finite score (the lower LR on a tie), or None and why there is none: every
+    score NaN/inf, or none below ``start`` (the validation loss before any mini-run: no candidate helped)."""
     finite = [(float(s), float(lr)) for lr, s in zip(lrs, scores) if s is not None and math.isfinite(s)]
     if not finite:
         return None, f"no sweep result: the validation loss of all {len(lrs)} mini-runs was NaN/inf"
     score, lr = min(finite)
+    if start is not None and math.isfinite(start) and score >= start:
+        return None, f"no sweep result: no mini-run lowered the validation loss ({start:.4g} before them; the best {score:.4g})"
     return lr, f"lowest validation loss {score:.4g} of {len(lrs)} mini-runs"
 
 
@@ -122,35 +130,39 @@ def val_loss(trainer, pl_module, batches: list) -> float:
     return float(np.mean(losses))
 
 
-def mini_runs(trainer, pl_module, lr_sets: list[list[float]], steps: int, pct_start: float, n_val: int = VAL_BATCHES) -> list[float]:
-    """Validation loss (on the first ``n_val`` validation batches) after ``steps`` optimizer steps of
-    one-cycle at each of ``lr_sets`` (LRs per parameter group), each from the current state, which is
-    put back after each."""
+def mini_runs(trainer, pl_module, lr_sets: list[list[float]], steps: int, pct_start: float,
+              n_val: int = VAL_BATCHES) -> tuple[float, list[float]]:
+    """The validation loss (on the first ``n_val`` validation batches) now, and after ``steps``
+    optimizer steps of one-cycle at each of ``lr_sets`` (LRs per parameter group), each from the
+    current state, which is put back after each."""
     loop, strategy = trainer.fit_loop, trainer.strategy
     path = strategy.broadcast(os.path.join(trainer.default_root_dir, f".lr_sweep_{uuid.uuid4()}.ckpt"))
     scores = []
     with isolate_rng(), fresh_fit_loop(trainer):
         batches = val_batches(trainer, n_val)  # (a loader's iterator draws its seed from torch's RNG)
+        start = val_loss(trainer, pl_module, batches)
         trainer.save_checkpoint(path, weights_only=False)
         kept = {"configs": strategy.lr_scheduler_configs, "callbacks": trainer.callbacks, "loggers": trainer.loggers,
                 "max_steps": loop.epoch_loop.max_steps, "loop": deepcopy(loop.state_dict())}
+
+        def put_back():  # the trainer's own schedule, callbacks, loggers and loop (Lightning's finder does the same)
+            strategy.lr_scheduler_configs, trainer.callbacks, trainer.loggers = kept["configs"], kept["callbacks"], kept["loggers"]
+            loop.epoch_loop.max_steps = kept["max_steps"]
+            loop.load_state_dict(deepcopy(kept["loop"]))
+
         try:
             for lrs in lr_sets:
                 trainer.callbacks, trainer.logger = [], DummyLogger() if trainer.logger is not None else None
                 strategy.lr_scheduler_configs = [LRSchedulerConfig(one_cycle(trainer.optimizers[0], lrs, steps, pct_start), interval="step")]
-                loop.load_state_dict(deepcopy(kept["loop"]))
                 loop.restarting, loop._combined_loader = False, None
                 loop.epoch_loop.max_steps = trainer.global_step + steps
                 loop.run()
                 scores.append(val_loss(trainer, pl_module, batches))
-                strategy.lr_scheduler_configs, trainer.callbacks, trainer.loggers = kept["configs"], kept["callbacks"], kept["loggers"]
-                loop.epoch_loop.max_steps = kept["max_steps"]
-                loop.load_state_dict(deepcopy(kept["loop"]))
+                put_back()  # (before the restore: the checkpoint's schedule state goes into the trainer's own)
                 trainer._checkpoint_connector.restore(path)  # weights, optimizer, loops as before the mini-run
                 loop.restarting = loop.epoch_loop.restarting = False
         finally:
-            strategy.lr_scheduler_configs, trainer.callbacks, trainer.loggers = kept["configs"], kept["callbacks"], kept["loggers"]
-            loop.epoch_loop.max_steps = kept["max_steps"]
+            put_back()
             strategy.barrier("lr sweep restored")
             strategy.remove_checkpoint(path)
             loop.epoch_loop.val_loop._combined_loader = None
@@ -159,4 +171,4 @@ def mini_runs(trainer, pl_module, lr_sets: list[list[float]], steps: int, pct_st
     set_train_epoch(trainer)
     for p in pl_module.parameters():
         p.grad = None
-    return scores
+    return start, scores

@@ -11,7 +11,6 @@ short runs of the stage itself at a few LRs (``callbacks.lr_sweep``).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,8 @@ from pytorch_lightning.utilities.types import LRSchedulerConfig
 
 from .lr_finder import FIND_BUDGET, FIND_DEFAULTS, RangeFinder, budget_steps, report
 from .lr_suggest import RULES
-from .lr_sweep import SWEEP_FACTORS, SWEEP_RULE, candidates, choose, mini_runs, plan_sweep, sweep_figure
+from .nan_guard import finite_json
+from .lr_sweep import CENTRE_RULE, SWEEP_FACTORS, SWEEP_RULE, candidates, choose, mini_runs, plan_sweep, sweep_figure
 from .pictures import run_dir
 from .checkpoints import save_checkpoint
 from .stage_plan import Stage, eval_lr, needs_find, scale_epochs, stage_lrs, stage_size, uses_model_lr
@@ -118,15 +118,14 @@ class Stages(pl.Callback):
             # (fewer epochs than stages: the configured stages run in order until max_epochs stops them)
             lengths = scale_epochs([s.epochs for s in self.stages], trainer.max_epochs)
             self.stages = [replace(s, epochs=n) for s, n in zip(self.stages, lengths) if n > 0]
-            if trainer.is_global_zero:
-                print(f"[stages] --trainer.max_epochs {trainer.max_epochs}: the recipe's stages scaled to {lengths} epochs", flush=True)
+            _say(trainer, f"--trainer.max_epochs {trainer.max_epochs}: the recipe's stages scaled to {lengths} epochs")
         # fractional stage sizes are shares of the datamodule's own size (--data.size)
         self.base_size = getattr(trainer.datamodule, "size", None)
         self._apply_data(trainer, 0)  # before the first loaders are built
-        if trainer.is_global_zero and not uses_model_lr(self.stages):
+        if not uses_model_lr(self.stages):
             how = "is only the fallback of 'lr: find'" if any(needs_find(s.lr) for s in self.stages) else "is not used: every stage sets its own LR"
-            print(f"[stages] note: the model's lr ({float(pl_module.lr):.2e}) {how}; "
-                  "write a stage's lr as base, base/N or [base/100, base] to set it from --model.lr", flush=True)
+            _say(trainer, f"note: the model's lr ({float(pl_module.lr):.2e}) {how}; "
+                 "write a stage's lr as base, base/N or [base/100, base] to set it from --model.lr")
 
     def on_train_start(self, trainer, pl_module):
         # after a resume the loops know the epoch only now: put that stage's data settings back
@@ -192,9 +191,8 @@ class Stages(pl.Callback):
             "size": list(size) if isinstance(size, (list, tuple)) else size, "batch_size": getattr(trainer.datamodule, "batch_size", None),
         }]
         self._stage_t0 = time.perf_counter()
-        if trainer.is_global_zero:
-            print(f"[stages] {stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
-                  f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}", flush=True)
+        _say(trainer, f"{stage.name or f'stage-{k + 1}'}: epochs {self.first_epoch(k)}..{self.first_epoch(k) + stage.epochs - 1}, "
+             f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}")
 
     def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, fallback: float) -> tuple[float, int]:
         """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`)
@@ -212,7 +210,7 @@ class Stages(pl.Callback):
             return fallback, 0
         finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=steps, freeze_to=stage.freeze_to)
         test = finder.sweep(trainer, pl_module)
-        sugg, _, plot = report(test, run_dir(trainer), rule="edge" if sweep else stage.rule, name=f"lr_find-stage-{k + 1}", fallback=fallback)
+        sugg, _, plot = report(test, run_dir(trainer), rule=CENTRE_RULE if sweep else stage.rule, name=f"lr_find-stage-{k + 1}", fallback=fallback)
         if trainer.is_global_zero:
             _log_plot(trainer, plot)
         lr = trainer.strategy.broadcast(sugg.lr, src=0)  # every process must use the same LR under DDP
@@ -230,11 +228,12 @@ class Stages(pl.Callback):
         lrs = candidates(edge, fallback)
         prev = self.head_lrs[-1] if self.head_lrs else float(pl_module.lr)  # ``lr`` in the stage's expressions
         sets = [stage_lrs(stage, n_groups, prev, lr, float(pl_module.lr)) for lr in lrs]
-        scores = mini_runs(trainer, pl_module, sets, mini, getattr(pl_module, "pct_start", 0.25))
-        lr, why = choose(lrs, scores)
+        start, scores = mini_runs(trainer, pl_module, sets, mini, getattr(pl_module, "pct_start", 0.25))
+        lr, why = choose(lrs, scores, start)
         if trainer.is_global_zero:
-            record = {"edge": edge, "fallback": fallback, "candidates": lrs, "val_loss": [v if math.isfinite(v) else None for v in scores], "chosen": lr, "reason": why, "mini_steps": mini}
-            (run_dir(trainer) / f"lr_sweep-stage-{k + 1}.json").write_text(json.dumps(record, indent=1))
+            record = {"edge": edge, "fallback": fallback, "candidates": lrs, "start_val_loss": start, "val_loss": scores,
+                      "chosen": lr, "reason": why, "mini_steps": mini}
+            (run_dir(trainer) / f"lr_sweep-stage-{k + 1}.json").write_text(json.dumps(finite_json(record)[0], indent=1))
         save_figure(trainer, sweep_figure(lrs, scores, lr), f"lr_sweep-stage-{k + 1}")  # (rank 0 writes it)
         scores_text = ", ".join(f"{c:.2e}: {s:.4g}" for c, s in zip(lrs, scores))
         if lr is None:

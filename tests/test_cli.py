@@ -200,12 +200,14 @@ def test_ddp_lr_sweep_on_two_cpu_processes(tmp_path):
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("mini-runs x 8 steps") == 1, out.stdout[-2000:]
+    assert out.stdout.count("[stages] stage 1: ") == 1, out.stdout[-2000:]  # rank 0 says what the sweep found
     (run,) = list((tmp_path / "runs" / "camvid").iterdir())
     record = json.loads((run / "lr_sweep-stage-1.json").read_text())
-    assert len(record["val_loss"]) == 4 and record["chosen"] in record["candidates"]
+    assert len(record["val_loss"]) == 4 and record["start_val_loss"] is not None and record["mini_steps"] == 8
+    # (on 1 batch an epoch every mini-run may diverge: then no candidate helped and the fallback is kept)
+    assert record["chosen"] in record["candidates"] or (record["chosen"] is None and "no mini-run lowered" in record["reason"])
     m = json.loads((run / "metrics.json").read_text())
-    assert m["stages_ran"][0]["found_lr"] == pytest.approx(record["chosen"])
+    assert m["stages_ran"][0]["found_lr"] == pytest.approx(record["chosen"] or record["fallback"])
 
 
 # what a run must not print: warnings the project once caused (issue 16)

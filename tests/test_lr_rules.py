@@ -89,7 +89,7 @@ def test_edge_below_a_divergence():
     assert s and s.lr < LRS[45] / 2 and s.index < 45
 
 
-@pytest.mark.parametrize("run_steps, budget, expect", [(460, 0.15, 60), (200, 0.15, 30), (100, 0.15, 0), (50, None, 60)])
+@pytest.mark.parametrize("run_steps, budget, expect", [(450, 0.15, 60), (200, 0.15, 30), (100, 0.15, 0), (50, None, 60)])
 def test_budget_steps(run_steps, budget, expect):
     steps, why = budget_steps(60, run_steps, budget)
     assert steps == expect and (bool(why) == (expect == 0))

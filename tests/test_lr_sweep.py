@@ -12,20 +12,22 @@ import torch
 
 from callbacks import Stage
 from callbacks.lr_sweep import FALLBACK_FACTORS, MIN_MINI_STEPS, SWEEP_FACTORS, candidates, choose, plan_sweep
-from test_lr_range import Data, Snapshot, Task, fit
+from test_lr_range import Data, Flat, Snapshot, Task, fit
 
 
 def test_plan_sweep_splits_the_budget_or_says_why_not():
-    # the CamVid recipe at 360x480 (40 epochs x 46 steps): a 60-step range test, 4 runs of 51 steps
-    assert plan_sweep(1840, 0.15, 60) == (60, 51, "")
-    assert plan_sweep(1840, 0.15, 60, n_candidates=4, val_batches=0) == (60, 54, "")
+    # the CamVid recipe at 360x480 (40 epochs x 45 steps): a 60-step range test, 4 runs of 49 steps
+    assert plan_sweep(1800, 0.15, 60) == (60, 49, "")
+    assert plan_sweep(1800, 0.15, 60, n_candidates=4, val_batches=0) == (60, 52, "")
+    # a tight budget gives the range test its minimum, the rest to the mini-runs (the CPU CamVid benchmark, 450 steps)
+    assert plan_sweep(450, 0.15, 60) == (20, 9, "")
     # no cap: the whole range test and mini-runs of a tenth of the run, at least MIN_MINI_STEPS
     assert plan_sweep(30, None, 60) == (60, MIN_MINI_STEPS, "")
     assert plan_sweep(500, None, 60) == (60, 50, "")
-    # the CPU CamVid benchmark (460 steps) and the IMDB sample (30 steps) cannot hold one at 15%
-    for run in (460, 30):
+    # too short: the reason's share is over the budget (20 + 4 x (8 + 8/3) = 62.7 steps)
+    for run, share in ((400, "16%"), (30, "209%")):
         steps, mini, why = plan_sweep(run, 0.15, 60)
-        assert (steps, mini) == (0, 0) and why.startswith("no sweep") and f"run's {run} optimizer steps" in why
+        assert (steps, mini) == (0, 0) and why.startswith("no sweep") and f"would be {share} of this run's {run} optimizer steps" in why
 
 
 def test_candidates_go_up_from_the_edge_or_straddle_the_fallback():
@@ -34,11 +36,13 @@ def test_candidates_go_up_from_the_edge_or_straddle_the_fallback():
     assert min(FALLBACK_FACTORS) < 1 < max(FALLBACK_FACTORS) and min(SWEEP_FACTORS) == 1
 
 
-def test_choose_takes_the_lowest_finite_loss_and_the_lower_lr_on_a_tie():
+def test_choose_takes_the_lowest_finite_loss_below_the_start_and_the_lower_lr_on_a_tie():
     assert choose([1e-3, 3e-3, 9e-3], [0.5, 0.4, float("nan")])[0] == 3e-3
-    assert choose([1e-3, 3e-3, 9e-3], [0.4, 0.4, 0.6])[0] == 1e-3
+    assert choose([1e-3, 3e-3, 9e-3], [0.4, 0.4, 0.6], start=0.7)[0] == 1e-3
     lr, why = choose([1e-3, 3e-3], [float("nan"), float("inf")])
     assert lr is None and "NaN/inf" in why
+    lr, why = choose([5e-2, 0.15, 0.45], [288.8, 9935.0, 198.5], start=3.1)  # every mini-run diverged
+    assert lr is None and "no mini-run lowered the validation loss (3.1 before them; the best 198.5)" in why
 
 
 def sweep_stages():
@@ -59,6 +63,7 @@ def test_sweep_leaves_no_trace_and_trains_its_mini_runs_with_device_augmentation
     assert c["seen"] == 12 + len(SWEEP_FACTORS) * mini
     assert record["candidates"] == pytest.approx(candidates(record["edge"], record["fallback"]))
     scores = record["val_loss"]
+    assert min(scores) < record["start_val_loss"]  # the chosen mini-run lowered the validation loss
     assert len(scores) == len(SWEEP_FACTORS) and all(s is not None and math.isfinite(s) for s in scores)
     assert record["chosen"] == record["candidates"][scores.index(min(scores))] == cb.found[1]
     assert len(set(scores)) > 1  # each mini-run trained at its own LR
@@ -115,3 +120,10 @@ def test_a_sweep_with_no_finite_score_keeps_the_fallback_and_says_why(tmp_path, 
     record = json.loads((tmp_path / "lr_sweep-stage-1.json").read_text())
     assert record["chosen"] is None and record["val_loss"] == [None] * 4  # strict JSON: no NaN
     assert (tmp_path / "pictures" / "lr_sweep-stage-1.png").is_file()
+
+
+def test_a_sweep_where_no_mini_run_helps_keeps_the_fallback(tmp_path, capsys):
+    pl.seed_everything(0)
+    _, cb = fit(tmp_path, Flat(lr=3e-3), Data(), [Stage(epochs=2, lr="find", rule="sweep")])  # a loss training cannot lower
+    assert cb.found == [3e-3]
+    assert "no mini-run lowered the validation loss (1 before them; the best 1); keeping LR 3.00e-03" in capsys.readouterr().out
