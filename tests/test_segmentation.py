@@ -129,3 +129,36 @@ def test_lovasz_softmax_is_one_minus_iou_on_hard_predictions():
     logits.requires_grad_(True)
     lovasz_softmax(logits / 50, target, ignore_index=2).backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_lovasz_softmax_all_classes_at_once_equals_the_per_class_reference():
+    """The classes sorted together (one column each) give the reference's loss and gradient
+    (Berman et al.'s code, one class at a time)."""
+    import torch
+
+    from tasks.losses import lovasz_softmax
+
+    def reference(logits, target, ignore_index):
+        probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+        labels = target.reshape(-1)
+        probs, labels = probs[labels != ignore_index], labels[labels != ignore_index]
+        losses = []
+        for k in labels.unique().tolist():
+            fg = (labels == k).to(probs)
+            errors, order = (fg - probs[:, k]).abs().sort(descending=True)
+            gt = fg[order]
+            jac = 1 - (gt.sum() - gt.cumsum(0)) / (gt.sum() + (1 - gt).cumsum(0))
+            jac[1:] = jac[1:] - jac[:-1]
+            losses.append(torch.dot(errors, jac))
+        return torch.stack(losses).mean()
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 12, 16, generator=g, requires_grad=True)
+    target = torch.randint(0, 4, (2, 12, 16), generator=g)  # class 3 absent from the truth; 4 void below
+    target[:, :3] = 4
+    ours, ref = lovasz_softmax(logits, target, 4), reference(logits, target, 4)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    g_ours, g_ref = torch.autograd.grad(ours, logits)[0], torch.autograd.grad(ref, logits)[0]
+    assert torch.allclose(g_ours, g_ref, atol=1e-7) and g_ours.abs().sum() > 0
+    all_void = torch.full_like(target, 4)
+    assert float(lovasz_softmax(logits, all_void, 4).detach()) == 0.0
