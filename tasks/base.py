@@ -54,7 +54,7 @@ class BaseTask(pl.LightningModule):
         self.net = net
         self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
-        self.channels_last = False  # set by callbacks.MemoryFormat on GPU: images enter the net channels-last
+        self.channels_last = False  # set by callbacks.MemoryFormat: images enter the net channels-last
         self.fit_schedule = True  # a one-cycle over the whole fit; callbacks.Stages builds one per stage instead
 
     def init_metrics(self) -> None:
