@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,27 +16,51 @@ def run_dir(trainer: pl.Trainer) -> Path:
 
 
 class Pictures(pl.Callback):
-    """Draws the task's ``show_batch`` at the start of fit and its ``show_results`` after validation.
+    """Draws the task's ``show_batch`` from the first training batch and its ``show_results`` after
+    validation, within a share of the fit's time.
 
     Args:
-        show_batch: draw one augmented training batch before training.
-        show_results: draw the first validation batch with predictions after each validation
-            epoch (the file is overwritten; W&B keeps every epoch).
+        show_batch: draw the first training batch of the fit, as trained on (augmented, on any device).
+        show_results: draw the first validation batch with predictions after a validation epoch
+            when the pictures so far have taken at most ``time_share`` of the fit's time, and always
+            after the last one (the file is overwritten; W&B keeps each drawing). Validation outside
+            fit (``validate``) always draws.
         n: images per figure.
+        time_share: the share of the fit's wall time the pictures may take: a matplotlib figure
+            costs about half a second on a CPU, a short Planet epoch four (``benchmarks/whole_run.py``).
     """
 
-    def __init__(self, show_batch: bool = True, show_results: bool = True, n: int = 8):
-        self.do_batch, self.do_results, self.n = show_batch, show_results, n
+    def __init__(self, show_batch: bool = True, show_results: bool = True, n: int = 8, time_share: float = 0.02):
+        self.do_batch, self.do_results, self.n, self.time_share = show_batch, show_results, n, time_share
+        self.started, self.spent, self.pending, self.batch_drawn = None, 0.0, False, False
 
     def on_fit_start(self, trainer, pl_module):
-        if not self.do_batch or not trainer.is_global_zero:
-            return
-        batch = next(iter(trainer.datamodule.train_dataloader()))
-        augment = getattr(trainer.datamodule, "batch_augment", None)
-        if augment is not None:  # augmentation on the device: show it too
-            batch = augment(batch)
-        save_figure(trainer, pl_module.show_batch(batch, self.n), "show_batch")
+        self.started, self.spent, self.pending, self.batch_drawn = time.perf_counter(), 0.0, False, not self.do_batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self.batch_drawn:
+            self.batch_drawn = True
+            self._draw(trainer, lambda: pl_module.show_batch(batch, self.n), "show_batch")
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if self.do_results and not trainer.sanity_checking and pl_module.example is not None:
-            save_figure(trainer, pl_module.show_results(pl_module.example, self.n), "show_results")
+        if not self.do_results or trainer.sanity_checking or pl_module.example is None:
+            return
+        self.pending = True
+        if self.started is None or (self.time_share > 0 and self.spent <= self.time_share * (time.perf_counter() - self.started)):
+            self._results(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.pending and pl_module.example is not None:  # the last validation's, if skipped
+            self._results(trainer, pl_module)
+        self.started = None
+
+    def _results(self, trainer, pl_module) -> None:
+        self.pending = False
+        self._draw(trainer, lambda: pl_module.show_results(pl_module.example, self.n), "show_results")
+
+    def _draw(self, trainer, figure, name: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        t0 = time.perf_counter()
+        save_figure(trainer, figure(), name)
+        self.spent += time.perf_counter() - t0
