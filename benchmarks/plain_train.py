@@ -77,6 +77,8 @@ def train(net, m: dict, images: torch.Tensor, targets: torch.Tensor) -> None:
             x[flip] = x[flip].flip(-1)
             if y.ndim == 3:
                 y[flip] = y[flip].flip(-1)
+            if m.get("channels_last"):
+                x = x.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(m, net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -88,7 +90,8 @@ def train(net, m: dict, images: torch.Tensor, targets: torch.Tensor) -> None:
 def score(net, m: dict, images: torch.Tensor, targets: torch.Tensor) -> dict:
     """The validation metrics, computed once after training."""
     net.eval()
-    preds = [net(images[i : i + m["batch_size"]]) for i in range(0, len(images), m["batch_size"])]
+    fmt = torch.channels_last if m.get("channels_last") else torch.contiguous_format
+    preds = [net(images[i : i + m["batch_size"]].contiguous(memory_format=fmt)) for i in range(0, len(images), m["batch_size"])]
     logits = torch.cat(preds)
     if m["kind"] == "multilabel":
         p, y = (logits.sigmoid() > 0.2).float(), targets
@@ -116,6 +119,8 @@ def main(manifest: str, out: str) -> None:
     phases["decode"] = time.perf_counter() - t
     t = time.perf_counter()
     net = network(m)
+    if m.get("channels_last"):  # the plain loop with the project's CPU memory layout (whole_run.py --plain_channels_last)
+        net = net.to(memory_format=torch.channels_last)
     phases["network"] = time.perf_counter() - t
     t = time.perf_counter()
     train(net, m, train_x, train_y)

@@ -111,7 +111,9 @@ def run_project(case, epochs, augment, extra, work: Path, tag: str, seed: int, p
     r = timed(cmd, work / f"project-{tag}.log")
     metrics = run_dir / "metrics.json"
     if "failed" not in r and metrics.is_file():
-        r["metrics"] = {k: v for k, v in json.loads(metrics.read_text())["metrics"].items() if isinstance(v, (int, float))}
+        written = json.loads(metrics.read_text())
+        r["metrics"] = {k: v for k, v in written["metrics"].items() if isinstance(v, (int, float))}
+        r["global_step"] = written.get("global_step")
     if profile:
         r["profile"] = work / f"fit-profile-{tag}.txt"
     return r
@@ -141,28 +143,34 @@ PHASES = [  # phase: SimpleProfiler actions (leaves only, so nothing is counted 
 ]
 
 
-def profile_actions(path: Path) -> dict[str, float]:
-    """SimpleProfiler's table: action -> total seconds."""
+def profile_actions(path: Path) -> dict[str, tuple[float, int]]:
+    """SimpleProfiler's table: action -> (total seconds, calls)."""
     out = {}
     for line in path.read_text().splitlines() if path.is_file() else []:
         m = PROFILE_LINE.match(line)
         if m and m["action"] != "Action":
-            out[m["action"]] = float(m["total"])
+            out[m["action"]] = (float(m["total"]), int(m["calls"]))
     return out
 
 
 def phases_of(run: dict) -> dict[str, float]:
     """The project's phases (seconds): start-up from its output lines (up to ``Run folder:``), the fit
-    from its profile, shutdown after its last line (``Metrics:``), the rest as set-up around the fit."""
+    from its profile, shutdown after its last line (``Metrics:``), the rest as set-up around the fit.
+    Training steps run inside the range test or a sweep (more ``run_training_batch`` calls than the
+    run's optimizer steps) are counted in that phase only, at the mean step time."""
     lines = run["lines"]
     start = next((t for t, ln in lines if ln.startswith("Run folder:")), 0.0)
     last = next((t for t, ln in reversed(lines) if ln.startswith("Metrics:")), lines[-1][0] if lines else run["seconds"])
     actions = profile_actions(run.get("profile") or Path("-"))
-    total = actions.pop("Total", 0.0)
+    total = actions.pop("Total", (0.0, 0))[0]
+    step_s, calls = actions.get("run_training_batch", (0.0, 0))
+    steps = run.get("global_step") or calls
     out = {"start-up: interpreter, imports, config": start}
     for phase, patterns in PHASES:
         hits = [a for a in actions if any(p in a for p in patterns)]
-        out[phase] = sum(actions.pop(a) for a in hits)
+        out[phase] = sum(actions.pop(a)[0] for a in hits)
+    if calls > steps:  # the range test's / sweep's steps: inside the Stages phase already
+        out["training steps"] -= step_s / calls * (calls - steps)
     out["rest of the fit loop"] = max(0.0, total - sum(v for k, v in out.items() if k != "start-up: interpreter, imports, config"))
     out["around the fit: W&B, network, trainer, metrics.json"] = max(0.0, last - start - total)
     out["shutdown after the last line"] = run["seconds"] - last
@@ -174,6 +182,7 @@ def pairs_for(case_name: str, epochs: int, augment: str, args, work: Path) -> di
     task, folder, size = CASES[case_name]
     case = (task, args.data / folder, size)
     m, extra = manifest(task, case[1], size, epochs, work)
+    m["channels_last"] = args.plain_channels_last
     extra += args.extra
     rows = []
     for i in range(args.pairs):
@@ -188,7 +197,7 @@ def pairs_for(case_name: str, epochs: int, augment: str, args, work: Path) -> di
     ratios = [p["project"]["seconds"] / p["plain"]["seconds"] for p in ok]
     prof = run_project(case, epochs, augment, extra, work, f"{augment}-profiled", seed=0, profile=True) if args.profile else None
     return {
-        "case": case_name, "epochs": epochs, "augment": augment, "train_images": len(m["train"]), "valid_images": len(m["valid"]), "pairs": rows,
+        "case": case_name, "epochs": epochs, "augment": augment, "variant": args.variant, "plain_channels_last": args.plain_channels_last, "project_options": args.extra, "train_images": len(m["train"]), "valid_images": len(m["valid"]), "pairs": rows,
         "ratio": statistics.median(ratios) if ratios else None, "ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "project_s": statistics.median(p["project"]["seconds"] for p in ok) if ok else None,
         "plain_s": statistics.median(p["plain"]["seconds"] for p in ok) if ok else None,
@@ -203,19 +212,19 @@ def statistics_of_phases(phases: list[dict]) -> dict:
 
 
 def report(rows: list[dict]) -> str:
-    out = ["| case | epochs | augment (project) | project s | plain s | ratio (median) | pair ratios | project scores | plain scores |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| case | epochs | augment (project) | project variant | project s | plain s | ratio (median) | pair ratios | project scores | plain scores |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["ratio"] is None:
-            out.append(f"| {r['case']} | {r['epochs']} | {r['augment']} | failed | | | | | |")
+            out.append(f"| {r['case']} | {r['epochs']} | {r['augment']} | {r.get('variant')} | failed | | | | | |")
             continue
         score = lambda arm: ", ".join(f"{k} {statistics.median(p[arm]['metrics'][k] for p in r['pairs'] if k in p[arm].get('metrics', {})):.4f}"  # noqa: E731
                                       for k in ("val/f2", "val/acc", "val/miou") if k in r["pairs"][0][arm].get("metrics", {}))
-        out.append(f"| {r['case']} | {r['epochs']} | {r['augment']} | {r['project_s']:.1f} | {r['plain_s']:.1f} | {r['ratio']:.3f} | "
+        out.append(f"| {r['case']} | {r['epochs']} | {r['augment']} | {r.get('variant')} | {r['project_s']:.1f} | {r['plain_s']:.1f} | {r['ratio']:.3f} | "
                    f"{r['ratio_range'][0]:.3f}-{r['ratio_range'][1]:.3f} | {score('project')} | {score('plain')} |")
     for r in rows:
         if r.get("project_phases"):
-            out += ["", f"Where the time goes: {r['case']}, {r['epochs']} epochs, augment {r['augment']} (seconds; project: one profiled run)", "",
+            out += ["", f"Where the time goes: {r['case']}, {r['epochs']} epochs, augment {r['augment']}, {r.get('variant')} (seconds; project: one profiled run)", "",
                     "| phase | project | plain |", "|---|---|---|"]
             plain = r["plain_phases"]
             out += [f"| {k} | {v:.1f} | |" for k, v in r["project_phases"].items()]
@@ -229,6 +238,9 @@ def parse(argv=None):
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--augment", nargs="+", default=["flip", "default"], choices=["flip", "default"])
     p.add_argument("--no_profile", dest="profile", action="store_false", help="skip the profiled run (no phase table)")
+    p.add_argument("--variant", default="as shipped", help="a name for the project options given after -- (in the table)")
+    p.add_argument("--plain_channels_last", action="store_true", help="the plain loop channels_last too (the layout the project uses on the CPU)")
+    p.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     p.add_argument("--data", type=Path, default=SHARED, help="the folder holding the samples (planet_sample_200/, camvid_segnet_trainval/)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "whole_run.json")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -240,7 +252,7 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    rows = []
+    rows = json.loads(args.out.read_text())["rows"] if args.append and args.out.is_file() else []
     for spec in args.cases:
         name, _, epochs = spec.partition(":")
         if name not in CASES:
