@@ -1,7 +1,8 @@
 """Interpretation: what the model gets wrong on the validation split, at the end of ``fit``
 (:class:`Interpret`) and as ``python train.py interpret --ckpt_path CKPT`` (:func:`interpret_checkpoint`).
 
-Both run the model over the validation loader (:func:`tasks.interpret_collect.collect`) and write
+Both collect the model's answers on the validation split (:mod:`tasks.interpret_collect`; at the
+end of fit from its last validation where it can, see :class:`Interpret`) and write
 ``<run>/interpret/``: ``README.md`` (the summary, every table in markdown and the pictures), one
 CSV per table, one PNG per picture and ``summary.json``; with a W&B logger, the pictures as images
 and the tables as W&B tables under ``interpret/``.
@@ -22,7 +23,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from datamodules.base import DataError
 from tasks.interpret import markdown_table
-from tasks.interpret_collect import InterpretError, Report, collect, collector_for
+from tasks.interpret_collect import Collector, InterpretError, Report, collect, collector_for
 from tasks.pictures import pyplot
 
 FOLDER = "interpret"
@@ -96,6 +97,11 @@ def run(trainer: pl.Trainer, model: pl.LightningModule, datamodule, folder: Path
     device = trainer.strategy.root_device
     model.to(device)
     report = collect(model, validation_batches(trainer, datamodule, max_batches), k=k, device=device, autocast=trainer.precision_plugin.forward_context())
+    return publish(trainer, report, folder, source)
+
+
+def publish(trainer: pl.Trainer, report: Report, folder: Path, source: str) -> Path:
+    """Write ``report`` to ``folder``, log it to W&B and say so in one line; returns its ``README.md``."""
     path = write_report(report, folder, source)
     log_report(report, folder, trainer.loggers, trainer.global_step)
     print(f"Interpretation: {folder} ({', '.join(f'{k} {v}' for k, v in report.summary.items())})", flush=True)
@@ -104,6 +110,12 @@ def run(trainer: pl.Trainer, model: pl.LightningModule, datamodule, folder: Path
 
 class Interpret(pl.Callback):
     """At the end of ``fit``, interpret the final weights on the validation split: ``<run>/interpret/``.
+
+    What the fit's last validation answered (its steps' ``preds``) is collected as it runs, when
+    that validation is the fit's last one to come (the epoch limit or the step limit is reached) and
+    one process sees the whole split; the report is then written from it with no second pass over
+    the data. A fit that ended otherwise (early stopping, a time limit, a failed collection, DDP)
+    runs the model over the validation split again at its end, as ``train.py interpret`` does.
 
     Args:
         enabled: run at the end of fit (``--interpretation.enabled false``: not).
@@ -114,17 +126,51 @@ class Interpret(pl.Callback):
 
     def __init__(self, enabled: bool = True, k: int = 9, max_batches: int | None = None):
         self.enabled, self.k, self.max_batches = enabled, k, max_batches
+        self._collector: Collector | None = None
+        self._collected: tuple[Collector, int] | None = None  # (collector, global step it saw)
+
+    def _wanted(self, trainer, pl_module) -> bool:
+        return self.enabled and trainer.is_global_zero and trainer.limit_val_batches != 0 and trainer.datamodule is not None
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._collector = None
+        last = (trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1) or (0 < trainer.max_steps <= trainer.global_step)
+        if trainer.sanity_checking or not last or trainer.world_size > 1 or not self._wanted(trainer, pl_module):
+            return
+        try:
+            self._collector = collector_for(pl_module, self.k)
+        except InterpretError:
+            return
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        c = self._collector
+        if c is None or (self.max_batches is not None and batch_idx >= self.max_batches):
+            return
+        preds = outputs.get("preds") if isinstance(outputs, dict) else None
+        if dataloader_idx or preds is None:
+            self._collector = None  # not this kind of validation: collected again at the end
+            return
+        c.update(batch, c.from_step(preds.detach()))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self._collector is not None and self._collector.names:
+            self._collected = (self._collector, trainer.global_step)
+        self._collector = None
 
     def on_fit_end(self, trainer, pl_module):
-        if not self.enabled or not trainer.is_global_zero or trainer.limit_val_batches == 0 or trainer.datamodule is None:
+        collected, self._collected = self._collected, None
+        if not self._wanted(trainer, pl_module):
             return
         try:
             collector_for(pl_module)
         except InterpretError:  # e.g. the masked LM: nothing to interpret, nothing to say
             return
-        on = pl_module.device
+        on, folder, source = pl_module.device, Path(trainer.default_root_dir) / FOLDER, f"the end of fit (epoch {trainer.current_epoch})"
         try:
-            run(trainer, pl_module, trainer.datamodule, Path(trainer.default_root_dir) / FOLDER, self.k, self.max_batches, f"the end of fit (epoch {trainer.current_epoch})")
+            if collected is not None and collected[1] == trainer.global_step:  # the final weights' answers
+                publish(trainer, collected[0].report(), folder, source)
+            else:
+                run(trainer, pl_module, trainer.datamodule, folder, self.k, self.max_batches, source)
         except Exception as e:  # noqa: BLE001 - the run itself is complete: its checkpoints and metrics.json still come
             print(f"Interpretation failed (the run is complete; try python train.py interpret): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         finally:

@@ -114,7 +114,7 @@ class BaseTask(pl.LightningModule):
         loss, preds, target = self.stage_step(batch, "val")
         if batch_idx == 0:
             self.example = self.make_example(batch, preds, target)
-        return loss
+        return {"loss": loss, "preds": preds}  # preds: for callbacks (the end-of-fit interpretation)
 
     def test_step(self, batch, batch_idx):
         return self.stage_step(batch, "test")[0]

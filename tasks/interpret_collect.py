@@ -68,7 +68,16 @@ class Collector:
         self.names += names
         return names
 
-    def update(self, batch: dict) -> None:
+    def answer(self, batch: dict) -> torch.Tensor:
+        """The task's answers for a batch, as its validation gives them (what :meth:`update` takes)."""
+        raise NotImplementedError
+
+    def from_step(self, preds: torch.Tensor) -> torch.Tensor:
+        """The same answers from the validation step's ``preds`` (``model_step``'s): no second pass."""
+        return preds.float()
+
+    def update(self, batch: dict, answer: torch.Tensor | None = None) -> None:
+        """Add a batch: ``answer`` (:meth:`answer`'s, e.g. from the validation step) or computed here."""
         raise NotImplementedError
 
     def report(self) -> Report:

@@ -25,13 +25,14 @@ class SegmentationCollector(Collector):
         self.matrix = torch.zeros(n, n, dtype=torch.long)
         self.rows: list[tuple[torch.Tensor, ...]] = []
 
-    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        return answers(self.task, x, lambda out: F.log_softmax(out, 1))
+    def answer(self, batch) -> torch.Tensor:
+        """Class log-probabilities ``(B, C, H, W)``."""
+        return answers(self.task, batch["image"], lambda out: F.log_softmax(out, 1))
 
-    def update(self, batch):
+    def update(self, batch, answer=None):
         x, y = batch["image"], batch["mask"].long()
         n, void = self.task.num_classes, self.task.void_index
-        logp = self.log_probs(x)
+        logp = self.answer(batch) if answer is None else answer
         pred = logp.argmax(1)
         ignore = -100 if void is None else void
         keep = y != ignore
@@ -71,9 +72,12 @@ class PointsCollector(Collector):
     kind = "points"
     lists = ("errors", "mse")
 
-    def update(self, batch):
+    def answer(self, batch):
+        return answers(self.task, batch["image"], lambda out: out)
+
+    def update(self, batch, answer=None):
         x, y, size = batch["image"], batch["target"].float(), batch["orig_size"]
-        pred = answers(self.task, x, lambda out: out)
+        pred = self.answer(batch) if answer is None else answer
         true_px, pred_px = to_pixels(y, size), to_pixels(pred, size)
         err = (pred_px - true_px).norm(dim=-1)
         names = self._names(batch, len(y))

@@ -18,9 +18,12 @@ class MultiLabelCollector(Collector):
     kind = "multilabel"
     lists = ("probs", "targets")
 
-    def update(self, batch):
+    def answer(self, batch):
+        return answers(self.task, batch["image"], torch.sigmoid)
+
+    def update(self, batch, answer=None):
         x, y = batch["image"], batch["target"].float()
-        probs = answers(self.task, x, torch.sigmoid)
+        probs = self.answer(batch) if answer is None else answer
         loss = F.binary_cross_entropy(probs.clamp(EPS, 1 - EPS), y, reduction="none").mean(1)
         names = self._names(batch, len(y))
         self.probs.append(probs.cpu())
@@ -83,12 +86,15 @@ class SingleLabelCollector(Collector):
     target_key = "target"
     lists = ("probs", "targets")
 
-    def outputs(self, batch) -> torch.Tensor:
+    def answer(self, batch) -> torch.Tensor:
         return self.task(batch["image"]).float().softmax(-1)
 
-    def update(self, batch):
+    def from_step(self, preds):
+        return preds.float().softmax(-1)  # the step's logits
+
+    def update(self, batch, answer=None):
         y = batch[self.target_key].long()
-        probs = self.outputs(batch)
+        probs = self.answer(batch) if answer is None else answer
         loss = F.nll_loss(probs.clamp_min(EPS).log(), y, reduction="none")
         names = self._names(batch, len(y))
         self.probs.append(probs.cpu())
@@ -132,18 +138,18 @@ class TextCollector(SingleLabelCollector):
     target_key = "label"
     lists = SingleLabelCollector.lists + ("lengths", "excerpts")
 
-    def outputs(self, batch):
+    def answer(self, batch):
         return self.task(batch["input_ids"], batch["attention_mask"]).float().softmax(-1)
 
     def payload(self, batch, y, probs, names):
         return {"target": y, "probs": probs, "name": names}
 
-    def update(self, batch):
+    def update(self, batch, answer=None):
         if "label" not in batch:
             from .interpret_collect import InterpretError
 
             raise InterpretError("the validation reviews have no labels: nothing to compare the predictions with.")
-        super().update(batch)
+        super().update(batch, answer)
         self.lengths.append(batch["attention_mask"].sum(1).cpu())
         self.excerpts += [str(e) for e in batch.get("excerpt", [""] * len(batch["label"]))]
 

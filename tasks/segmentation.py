@@ -60,14 +60,15 @@ class SegmentationTask(BaseTask):
         return scores(self.kind, self, x, self.tta if tta is None else tta)
 
     def model_step(self, batch, stage="train"):
-        """``(loss, predicted class ids, mask)``; in training both on every other row and column
-        (a quarter of the pixels: the argmax and the confusion counts over every pixel cost ~5% of a
-        training step), exact in validation and test."""
+        """``(loss, preds, mask)``. Validation and test: every pixel, ``preds`` the class log-probabilities
+        ``(B, C, H, W)`` (the metrics take their argmax; the end-of-fit interpretation reuses them);
+        training: the predicted class ids and the mask on every other row and column (a quarter of
+        the pixels: the argmax and the confusion counts over every pixel cost ~5% of a training step)."""
         x, y = batch["image"], batch["mask"]
         logits = self(x) if stage == "train" else self.infer(x, tta=active(self, stage))
         loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index)
         if stage != "train":
-            return loss, logits.argmax(1), y
+            return loss, logits, y
         if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(logits, y, self.ignore_index)
         if self.lovasz_weight:
@@ -75,7 +76,7 @@ class SegmentationTask(BaseTask):
         return loss, logits.detach()[:, :, ::2, ::2].argmax(1), y[:, ::2, ::2]
 
     def make_example(self, batch, preds, y):
-        return {"image": batch["image"][:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].cpu()}
+        return {"image": batch["image"][:8].cpu(), "mask": y[:8].cpu(), "pred": preds[:8].argmax(1).cpu()}
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         log_probs = scores(self.kind, self, batch["image"], tta=self.tta)  # as served (models/inference.py)
