@@ -1,9 +1,12 @@
 """Latency of ``POST /predict`` per task on CPU, through real HTTP on localhost.
 
 For each task a bundle is exported from a ``fast_dev_run`` model at the task config's input size
-(latency does not depend on training), or taken from ``--bundle TASK=PATH``; the app runs under
-uvicorn on a free 127.0.0.1 port in this process, and an httpx client sends ``--requests``
-requests one after another (after ``--warmup`` unmeasured ones). Inputs: a 256x256 JPEG for
+(Planet at 256x256, the size its recipe ends at; latency does not depend on training), or taken
+from ``--bundle TASK=PATH``; the app runs under uvicorn on a free 127.0.0.1 port in this process,
+and an httpx client sends ``--requests`` requests one after another (after ``--warmup`` unmeasured
+ones), once serving one pass and once with test-time augmentation (``--tta``: Planet's 8 flips,
+the others' 2). Beside them, the network's own forward time on one input of the bundle's size
+(image tasks; median of as many passes, in this process): the part of a request that is the model. Inputs: a 256x256 JPEG for
 Planet (a Kaggle chip), a 960x720 JPEG for CamVid (a CamVid frame), a 640x480 JPEG for BIWI (a
 Kinect frame), a 230-word review for IMDB. Start-up: a fresh process times ``import serving.app``
 and ``create_app(bundle)`` (the server's own import and load, before uvicorn) and lists the
@@ -36,6 +39,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 TASKS = ("planet", "camvid", "biwi", "imdb")
+EXPORT = {"planet": ["--data.init_args.size", "[256,256]"]}  # Planet's recipe ends at 256 px
 IMAGE_HW = {"planet": (256, 256), "camvid": (720, 960), "biwi": (480, 640)}
 REVIEW = (
     "I went in expecting very little and came out moved. The first act takes its time, but the two leads "
@@ -50,6 +54,7 @@ def export(task: str, folder: Path) -> Path:
     common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
               "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "2", "--runs_dir", str(folder / "runs")]
     os.environ.pop("LESSON3_RUN_DIR", None)
+    common += EXPORT.get(task, [])
     fit = cli_main(["--task", task, "--trainer.fast_dev_run", "true", *common])
     ckpt = folder / f"{task}.ckpt"
     fit.trainer.save_checkpoint(str(ckpt))
@@ -111,12 +116,33 @@ def startup(bundle: Path, feedback: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path) -> dict:
+def forward_ms(bundle: Path, n: int, warmup: int) -> float | None:
+    """Median milliseconds of the bundle's network on one input of its size (image tasks; None for text)."""
+    import torch
+
+    from serving.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    size = b.meta["input"].get("size")
+    if b.meta["input"].get("kind") == "text" or not size:
+        return None
+    x = torch.rand(1, 3, *size)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + n):
+            t = time.perf_counter()
+            b.net(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 1)
+
+
+def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path, tta: bool = False) -> dict:
     import httpx
 
     from serving.app import create_app
 
-    server, thread, url = serve(create_app(bundle, feedback_db=feedback))
+    server, thread, url = serve(create_app(bundle, feedback_db=feedback, tta=tta))
     body = request_body(task)
     times = []
     try:
@@ -135,7 +161,7 @@ def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path) -> dic
     meta = json.loads((bundle / "bundle.json").read_text())["input"]
     times.sort()
     return {
-        "task": task, "requests": n, "median_ms": round(statistics.median(times), 1),
+        "task": task, "tta": tta, "requests": n, "median_ms": round(statistics.median(times), 1),
         "p95_ms": round(times[min(n - 1, int(np.ceil(0.95 * n)) - 1)], 1), "mean_ms": round(statistics.fmean(times), 1),
         "model_input": meta.get("size") or meta.get("max_length"),
         "request": f"{IMAGE_HW[task][1]}x{IMAGE_HW[task][0]} JPEG" if task in IMAGE_HW else f"{len(REVIEW.split())}-word review",
@@ -158,13 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         for task in args.tasks:
             bundle = Path(given[task]) if task in given else export(task, tmp)
-            rows.append(measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}") | startup(bundle, tmp / f"feedback-{task}"))
+            up, fwd = startup(bundle, tmp / f"feedback-{task}"), forward_ms(bundle, args.requests, args.warmup)
+            for tta in (False, True):
+                r = measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}", tta) | up | {"forward_ms": fwd}
+                r["median_over_forward"] = round(r["median_ms"] / fwd, 2) if fwd else None
+                rows.append(r)
     print(f"\nPOST /predict latency over HTTP on localhost, CPU ({torch.get_num_threads()} torch threads), {args.requests} sequential requests")
-    print("| task | request | model input | median ms | p95 ms | import s | create_app s | start-up CPU s | training packages imported |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| task | request | model input | TTA | median ms | p95 ms | network forward ms | median / forward | import s | create_app s | start-up CPU s | training packages imported |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         heavy = ", ".join(r["heavy"]) or "none"
-        print(f"| {r['task']} | {r['request']} | {r['model_input']} | {r['median_ms']} | {r['p95_ms']} | {r['import_s']} | {r['create_app_s']} | {r['cpu_s']} | {heavy} |")
+        print(f"| {r['task']} | {r['request']} | {r['model_input']} | {'yes' if r['tta'] else 'no'} | {r['median_ms']} | {r['p95_ms']} | {r['forward_ms'] or '-'} | "
+              f"{r['median_over_forward'] or '-'} | {r['import_s']} | {r['create_app_s']} | {r['cpu_s']} | {heavy} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
 

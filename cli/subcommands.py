@@ -60,12 +60,15 @@ class KitTrainer(Trainer):
                 logger.experiment.summary["lr_find/suggestion"] = sugg.lr
         return sugg.lr
 
-    def export(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None, out: str | None = None) -> str:
+    def export(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None, out: str | None = None,
+               tta: bool = False) -> str:
         """Write a self-contained inference bundle for ``python serve.py`` (see ``serving/bundle.py``).
 
         Args:
             ckpt_path: the trained weights: a checkpoint (e.g. ``runs/<task>/<time>/checkpoints/last.ckpt``) or a bundle.
             out: the bundle folder (default: ``<run folder>/bundle``).
+            tta: the bundle serves answers averaged over each image's flips (Planet 8 passes, the
+                others 2); default: one pass. The model's own ``tta`` is for validate/test/predict.
         """
         from serving.bundle import BundleError, export_bundle, load_weights, trained_input_size
 
@@ -77,7 +80,7 @@ class KitTrainer(Trainer):
         root = Path(self.default_root_dir)
         try:
             load_weights(model, ckpt_path)
-            path = export_bundle(model, out or root / "bundle", size, name=root.parent.name, source=str(ckpt_path))
+            path = export_bundle(model, out or root / "bundle", size, name=root.parent.name, source=str(ckpt_path), tta=tta)
         except BundleError as e:
             raise SystemExit(f"error: {e}") from None
         print(f"Bundle: {path}  (serve it: python serve.py {path})", flush=True)

@@ -101,8 +101,9 @@ def trained_input_size(ckpt_path: str | os.PathLike) -> tuple[int, int] | int | 
     return size if isinstance(size, int) else (tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None)
 
 
-def bundle_meta(model: nn.Module, input_size: tuple[int, int] | int, name: str | None = None, source: str | None = None) -> dict[str, Any]:
-    """``bundle.json`` of a task (without ``files``): its kind, network, input and decoding options."""
+def bundle_meta(model: nn.Module, input_size: tuple[int, int] | int, name: str | None = None, source: str | None = None, tta: bool = False) -> dict[str, Any]:
+    """``bundle.json`` of a task (without ``files``): its kind, network, input and decoding options;
+    ``tta``: serve with the model's test-time augmentation (only a task that has one)."""
     from models.registry import UnsafeFileError, network_name
 
     kind = task_type(model)
@@ -129,7 +130,7 @@ def bundle_meta(model: nn.Module, input_size: tuple[int, int] | int, name: str |
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source_checkpoint": source,
         "versions": {"torch": torch.__version__},
-        "tta": bool(getattr(model, "tta", False)),  # the model's test-time augmentation (serving/predict.py)
+        "tta": bool(tta and hasattr(model, "tta")),  # answers averaged over flips (serving/predict.py)
     }
     if kind == "text":
         meta["input"] = {"kind": "text", "max_length": int(input_size if isinstance(input_size, int) else input_size[0]), "tokenizer": BACKBONE}
@@ -151,6 +152,7 @@ def export_bundle(
     input_size: tuple[int, int] | int,
     name: str | None = None,
     source: str | None = None,
+    tta: bool = False,
 ) -> Path:
     """Write ``model`` (a task from ``tasks/``) as a bundle folder ``out`` (replaced atomically).
 
@@ -161,10 +163,12 @@ def export_bundle(
         input_size: (height, width) images are resized to, or IMDB's ``max_length`` in tokens.
         name: a display name (e.g. the ``--task`` name).
         source: the checkpoint the weights came from, for the record.
+        tta: serve each image's answer averaged over its flips (Planet: 8 forward passes, the
+            others 2); default: one pass, at the network's own cost.
     """
     kind = task_type(model)
     net = model.net
-    meta = bundle_meta(model, input_size, name, source)
+    meta = bundle_meta(model, input_size, name, source, tta)
     out = Path(out).expanduser().resolve()
     tmp = _atomic_dir(out)
     try:

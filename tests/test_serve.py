@@ -144,6 +144,20 @@ def test_export_needs_a_checkpoint_and_reports_bad_bundles(bundles, tmp_path):
         cli(["validate", "--task", "planet", "--ckpt_path", str(bundles["biwi"]["bundle"]), *SMALL["planet"]], tmp_path / "runs")
 
 
+def test_bundles_serve_one_pass_unless_export_asks_for_tta(bundles, tmp_path):
+    """Planet's and BIWI's configs validate with TTA; their bundles serve one pass (the network's
+    own cost) unless ``export --tta true``."""
+    from serving.predict import Predictor
+
+    for task in ("planet", "biwi"):
+        assert bundles[task]["model"].tta and json.loads((bundles[task]["bundle"] / "bundle.json").read_text())["tta"] is False
+    cli(["export", "--task", "planet", "--ckpt_path", str(bundles["planet"]["ckpt"]), "--out", str(tmp_path / "tta"), "--tta", "true", *SMALL["planet"]], tmp_path / "runs")
+    assert json.loads((tmp_path / "tta" / "bundle.json").read_text())["tta"] is True
+    from serving.bundle import load_bundle
+
+    assert Predictor(load_bundle(tmp_path / "tta")).tta and not Predictor(load_bundle(bundles["planet"]["bundle"])).tta
+
+
 # -- the API -----------------------------------------------------------------------------------
 def test_health_info_and_openapi(clients, bundles):
     for task, c in clients.items():

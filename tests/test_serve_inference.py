@@ -91,7 +91,7 @@ def served(task, tmp_path: Path):
     from serving.bundle import export_bundle
 
     size = 32 if task.kind == "text" else SIZE
-    bundle = export_bundle(task, tmp_path / "bundle", size, name=task.kind)
+    bundle = export_bundle(task, tmp_path / "bundle", size, name=task.kind, tta=bool(getattr(task, "tta", False)))  # as predict_step
     return TestClient(create_app(bundle, feedback_db=tmp_path / "feedback")), json.loads((bundle / "bundle.json").read_text())
 
 
