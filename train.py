@@ -12,6 +12,7 @@ subcommands beyond Lightning's.
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import warnings
@@ -213,6 +214,10 @@ def main() -> None:
             raise
         print(f"error: {user}", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        # the process ends here: the interpreter's last collections over every object the imports
+        # made (torch, Lightning, transformers, ...) cost ~1.5 s on 2 cores; atexit handlers still run
+        gc.freeze()
 
 
 if __name__ == "__main__":
