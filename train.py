@@ -155,9 +155,11 @@ class KitCLI(LightningCLI):
 def finish_wandb(trainer) -> None:
     """End the W&B runs this command started. Lightning leaves them open, so a second command in
     the same process (a notebook, a test) would log into the first one's run."""
-    for logger in getattr(trainer, "loggers", None) or []:
-        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish()
+    if any(isinstance(logger, WandbLogger) for logger in getattr(trainer, "loggers", None) or []):
+        import wandb
+
+        if wandb.run is not None:  # the run a WandbLogger started (none before its first use)
+            wandb.run.finish()
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:

@@ -93,8 +93,9 @@ class ResumeState(pl.Callback):
     Its state in every checkpoint is the random generators' (torch, CUDA, numpy, ``random``) at the
     moment of saving; a resumed fit puts them back when training starts (after the sanity check and
     the pictures), so dropout and any other draw continue as in the uninterrupted run. With the
-    loaders' position (``datamodules.loaders.ResumableLoader``) and Lightning's loop and optimizer
-    state, a resumed run then trains on what the uninterrupted one would have.
+    training loader's position (the datamodule's state: ``datamodules.loaders.ResumableLoader``) and
+    Lightning's loop and optimizer state, a resumed run then trains on what the uninterrupted one
+    would have.
 
     A fit from another run folder's checkpoint starts its own best-model tracking: the
     ``ModelCheckpoint`` states naming another folder are left out (Lightning would warn that the
@@ -118,12 +119,6 @@ class ResumeState(pl.Callback):
                 del states[key]
 
     def on_train_start(self, trainer, pl_module):
-        # Lightning 2.6 puts the loaders' saved position back only when it builds them after the
-        # restore; ``estimated_stepping_batches`` (a one-cycle schedule) builds them before, and the
-        # position would be dropped (the epoch would restart from its first batch)
-        loop = trainer.fit_loop
-        if loop.restarting and loop._combined_loader_states_to_load and loop._combined_loader is not None:
-            loop._load_combined_loader_states()
         if self._restore is not None:
             set_rng_states(self._restore)
             self._restore = None

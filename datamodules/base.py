@@ -207,6 +207,7 @@ class BaseDataModule(pl.LightningDataModule):
         self.feedback = feedback
         self.datasets: dict[str, Dataset] = {}
         self._resume: dict = {}  # a training loader's position loaded from a checkpoint (ResumableLoader)
+        self._position: dict = {}  # the training loader's position now (saved in checkpoints)
 
     def feedback_examples(self, classes: list[str] | None = None) -> list:
         """The corrections in ``--data.feedback`` (``models.feedback.Example``), [] without one."""
@@ -264,7 +265,22 @@ class BaseDataModule(pl.LightningDataModule):
             return DataLoader(ds, shuffle=False, **common)
         trainer = self.trainer
         sampler = EpochSampler(ds, self.run_seed(), num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
-        return ResumableLoader(SeededDataset(ds), sampler=sampler, drop_last=len(ds) > self.batch_size, resume=self._resume, progress=self.batches_done, **common)
+        return ResumableLoader(SeededDataset(ds), sampler=sampler, drop_last=len(ds) > self.batch_size, **self.resumable(), **common)
+
+    def resumable(self) -> dict:
+        """A training :class:`~datamodules.loaders.ResumableLoader`'s ties to this datamodule."""
+        return {"resume": self._resume, "progress": self.batches_done, "position": self._position}
+
+    def state_dict(self) -> dict:
+        """In every checkpoint (Lightning's datamodule hook): the training loader's position in its epoch."""
+        return {"train_position": dict(self._position)} if self._position else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """From a checkpoint being resumed: the position the next training epoch starts from."""
+        position = state_dict.get("train_position")
+        self._resume.clear()
+        if position:
+            self._resume.update(epoch=int(position["epoch"]), batches=int(position["batches"]))
 
     def batches_done(self) -> int | None:
         """Training batches Lightning counts as done in the current epoch (None without a trainer)."""

@@ -8,15 +8,16 @@
   pipelines (which keep their own RNG, untouched by ``seed_everything``) with the item's seed; in
   a loader process it reseeds ``random``, numpy and torch too. An augmented item therefore does not
   depend on which process reads it, how many there are, or what they read before.
-* :class:`ResumableLoader`: a ``DataLoader`` with ``state_dict``/``load_state_dict`` (Lightning
-  saves them in every checkpoint): a run restarted mid-epoch skips the batches already trained on
-  (by index, nothing is decoded) and goes on with the same order.
+* :class:`ResumableLoader`: a ``DataLoader`` that keeps its position in the epoch in a dict shared
+  with its datamodule, whose ``state_dict``/``load_state_dict`` (Lightning's public datamodule
+  hooks) put it in every checkpoint and back: a run restarted mid-epoch skips the batches already
+  trained on (by index, nothing is decoded) and goes on with the same order.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -110,23 +111,24 @@ class SeededDataset(Dataset):
 
 
 class ResumableLoader(DataLoader):
-    """A ``DataLoader`` whose position in the epoch is saved in checkpoints and restored.
+    """A ``DataLoader`` whose position in the epoch can be saved in checkpoints and restored.
 
-    ``resume`` is a dict shared with the datamodule: the position loaded from a checkpoint stays
-    there until an iteration of that epoch starts, so a loader rebuilt after the restore (a stage
-    that changes the image size) still skips. The iteration starts lazily, at the first batch,
-    once Lightning has set the sampler's epoch. How many batches to skip is then asked of
-    ``progress`` (the batches Lightning counts as done in the epoch, its next ``batch_idx``), else
-    taken from the checkpoint: the two differ when a run stopped inside a batch (an exception
+    ``position`` and ``resume`` are dicts shared with the datamodule (its ``state_dict`` saves
+    ``position``, its ``load_state_dict`` fills ``resume``). The position loaded from a checkpoint
+    stays in ``resume`` until an iteration of that epoch starts, so a loader rebuilt after the
+    restore (a stage that changes the image size) still skips. The iteration starts lazily, at the
+    first batch, once Lightning has set the sampler's epoch. How many batches to skip is then asked
+    of ``progress`` (the batches Lightning counts as done in the epoch, its next ``batch_idx``),
+    else taken from the checkpoint: the two differ when a run stopped inside a batch (an exception
     before the step), which is trained again. The batches are left out by index where the batch
     sampler or sampler has a ``skip`` (nothing is read), else read and dropped.
     """
 
-    def __init__(self, *args, resume: dict | None = None, progress: Callable[[], int | None] | None = None, **kwargs):
+    def __init__(self, *args, resume: dict | None = None, progress: Callable[[], int | None] | None = None, position: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.resume = {} if resume is None else resume
         self.progress = progress
-        self.position = {"epoch": 0, "batches": 0}
+        self.position = {"epoch": 0, "batches": 0} if position is None else position
 
     def _sampler(self):
         inner = getattr(self.batch_sampler, "sampler", None)
@@ -148,17 +150,10 @@ class ResumableLoader(DataLoader):
                 self._sampler().skip = skip * self.batch_size
             else:
                 drop = skip
-        self.position = {"epoch": epoch, "batches": skip}
+        self.position.update(epoch=epoch, batches=skip)
         for batch in DataLoader.__iter__(self):
             if drop:
                 drop -= 1
                 continue
             self.position["batches"] += 1
             yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.position)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.resume.clear()
-        self.resume.update({"epoch": int(state["epoch"]), "batches": int(state["batches"])})

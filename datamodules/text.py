@@ -284,5 +284,5 @@ class TextDataModule(BaseDataModule):
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         # training: order from (seed, epoch) only, position saved in checkpoints (see datamodules/loaders.py)
-        resume = {"resume": self._resume, "progress": self.batches_done} if shuffle else {}
+        resume = self.resumable() if shuffle else {}
         return bucket_loader(self.require(stage), self.batch_size, shuffle, self.run_seed(), self.num_workers, self.tokenizer.pad_token_id or 0, **resume)

@@ -170,7 +170,7 @@ class BucketBatchSampler(BatchSampler):
 
 def bucket_loader(ds: TextDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, pad_id: int, **resume) -> DataLoader:
     """A loader of padded batches of similar length. Training (``shuffle``): a
-    :class:`~datamodules.loaders.ResumableLoader` (``resume``: its ``resume`` and ``progress``)
+    :class:`~datamodules.loaders.ResumableLoader` (``resume``: its ``resume``, ``progress`` and ``position``)
     over an epoch-seeded order; otherwise all texts longest first."""
     batches = BucketBatchSampler(
         EpochRandomSampler(ds, seed) if shuffle else SequentialSampler(ds), batch_size,

@@ -39,10 +39,10 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 
 def epoch_batches(dm: CamVidDataModule, epoch: int, resume: dict | None = None) -> list[dict]:
+    if resume:
+        dm.load_state_dict({"train_position": resume})  # as Lightning does from a checkpoint
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(epoch)
-    if resume:
-        loader.load_state_dict(resume)
     return list(loader)
 
 
