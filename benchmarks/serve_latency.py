@@ -5,8 +5,9 @@ For each task a bundle is exported from a ``fast_dev_run`` model at the task con
 from ``--bundle TASK=PATH``; the app runs under uvicorn on a free 127.0.0.1 port in this process,
 and an httpx client sends ``--requests`` requests one after another (after ``--warmup`` unmeasured
 ones), once serving one pass and once with test-time augmentation (``--tta``: Planet's 8 flips,
-the others' 2). Beside them, the network's own forward time on one input of the bundle's size
-(image tasks; median of as many passes, in this process): the part of a request that is the model. Inputs: a 256x256 JPEG for
+the others' 2). After each request the network alone runs once on an input of the bundle's size
+(image tasks, in this process): the median of the request / forward ratios says how much of a
+request is the model. Inputs: a 256x256 JPEG for
 Planet (a Kaggle chip), a 960x720 JPEG for CamVid (a CamVid frame), a 640x480 JPEG for BIWI (a
 Kinect frame), a 230-word review for IMDB. Start-up: a fresh process times ``import serving.app``
 and ``create_app(bundle)`` (the server's own import and load, before uvicorn) and lists the
@@ -48,7 +49,15 @@ REVIEW = (
 
 
 def export(task: str, folder: Path) -> Path:
-    """A bundle from a fast_dev_run model at the task config's own input size."""
+    """A bundle from a fast_dev_run model at the task config's own input size, made in another
+    process (the server measured here never trained, as a real one)."""
+    import subprocess
+
+    subprocess.run([sys.executable, __file__, "--export_to", task, str(folder)], cwd=ROOT, check=True, capture_output=True)
+    return folder / task
+
+
+def _export_here(task: str, folder: Path) -> None:
     from train import cli_main
 
     common = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -57,10 +66,9 @@ def export(task: str, folder: Path) -> Path:
     common += EXPORT.get(task, [])
     fit = cli_main(["--task", task, "--trainer.fast_dev_run", "true", *common])
     ckpt = folder / f"{task}.ckpt"
-    fit.trainer.save_checkpoint(str(ckpt))
+    fit.trainer.save_checkpoint(str(ckpt), weights_only=False)
     os.environ.pop("LESSON3_RUN_DIR", None)
     cli_main(["export", "--task", task, "--ckpt_path", str(ckpt), "--out", str(folder / task), *common])
-    return folder / task
 
 
 def request_body(task: str) -> dict:
@@ -116,8 +124,8 @@ def startup(bundle: Path, feedback: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def forward_ms(bundle: Path, n: int, warmup: int) -> float | None:
-    """Median milliseconds of the bundle's network on one input of its size (image tasks; None for text)."""
+def forward_fn(bundle: Path):
+    """One forward pass of the bundle's network on an input of its size (image tasks; None for text)."""
     import torch
 
     from serving.bundle import load_bundle
@@ -127,24 +135,25 @@ def forward_ms(bundle: Path, n: int, warmup: int) -> float | None:
     if b.meta["input"].get("kind") == "text" or not size:
         return None
     x = torch.rand(1, 3, *size)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + n):
-            t = time.perf_counter()
+
+    def forward():
+        with torch.inference_mode():
             b.net(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - t) * 1000)
-    return round(statistics.median(times), 1)
+
+    return forward
 
 
 def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path, tta: bool = False) -> dict:
+    """``n`` requests after ``warmup``; after each, one forward pass of the network alone (image
+    tasks): the ratio of the two is taken request by request, so that a machine whose speed
+    drifts (a shared VM) compares like with like."""
     import httpx
 
     from serving.app import create_app
 
     server, thread, url = serve(create_app(bundle, feedback_db=feedback, tta=tta))
-    body = request_body(task)
-    times = []
+    body, forward = request_body(task), forward_fn(bundle)
+    times, forwards = [], []
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             for i in range(warmup + n):
@@ -153,17 +162,25 @@ def measure(bundle: Path, task: str, n: int, warmup: int, feedback: Path, tta: b
                 dt = time.perf_counter() - t
                 if r.status_code != 200:
                     raise RuntimeError(f"{task}: HTTP {r.status_code}: {r.text[:300]}")
+                if forward is not None:
+                    t = time.perf_counter()
+                    forward()
+                    if i >= warmup:
+                        forwards.append((time.perf_counter() - t) * 1000)
                 if i >= warmup:
                     times.append(dt * 1000)
     finally:
         server.should_exit = True
         thread.join(10)
     meta = json.loads((bundle / "bundle.json").read_text())["input"]
+    ratios = [a / b for a, b in zip(times, forwards)]
     times.sort()
     return {
         "task": task, "tta": tta, "requests": n, "median_ms": round(statistics.median(times), 1),
         "p95_ms": round(times[min(n - 1, int(np.ceil(0.95 * n)) - 1)], 1), "mean_ms": round(statistics.fmean(times), 1),
         "model_input": meta.get("size") or meta.get("max_length"),
+        "forward_ms": round(statistics.median(forwards), 1) if forwards else None,
+        "median_over_forward": round(statistics.median(ratios), 2) if ratios else None,
         "request": f"{IMAGE_HW[task][1]}x{IMAGE_HW[task][0]} JPEG" if task in IMAGE_HW else f"{len(REVIEW.split())}-word review",
     }
 
@@ -174,8 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bundle", action="append", default=[], metavar="TASK=PATH", help="use this bundle instead of exporting one")
     p.add_argument("--requests", type=int, default=100)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--tta", nargs="+", type=lambda v: v == "yes", default=[False, True], metavar="{no,yes}", help="serve without / with TTA (default: both)")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
+    p.add_argument("--export_to", nargs=2, metavar=("TASK", "DIR"), help=argparse.SUPPRESS)  # export()'s own process
     args = p.parse_args(argv)
+    if args.export_to:
+        return _export_here(args.export_to[0], Path(args.export_to[1]))
     given = dict(b.split("=", 1) for b in args.bundle)
     import torch
 
@@ -184,13 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         for task in args.tasks:
             bundle = Path(given[task]) if task in given else export(task, tmp)
-            up, fwd = startup(bundle, tmp / f"feedback-{task}"), forward_ms(bundle, args.requests, args.warmup)
-            for tta in (False, True):
-                r = measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}", tta) | up | {"forward_ms": fwd}
-                r["median_over_forward"] = round(r["median_ms"] / fwd, 2) if fwd else None
-                rows.append(r)
+            up = startup(bundle, tmp / f"feedback-{task}")
+            rows += [measure(bundle, task, args.requests, args.warmup, tmp / f"feedback-{task}", tta) | up for tta in args.tta]
     print(f"\nPOST /predict latency over HTTP on localhost, CPU ({torch.get_num_threads()} torch threads), {args.requests} sequential requests")
-    print("| task | request | model input | TTA | median ms | p95 ms | network forward ms | median / forward | import s | create_app s | start-up CPU s | training packages imported |")
+    print("| task | request | model input | TTA | median ms | p95 ms | network forward ms | request / forward (median) | import s | create_app s | start-up CPU s | training packages imported |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         heavy = ", ".join(r["heavy"]) or "none"

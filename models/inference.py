@@ -69,7 +69,10 @@ def resize(rgb: np.ndarray, size: tuple[int, int], method: str = "area") -> np.n
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """HWC uint8 -> the networks' input, a CHW uint8 tensor (they normalise inside)."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+    rgb = np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable:  # e.g. np.asarray of a PIL image: torch.from_numpy would warn
+        rgb = rgb.copy()
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def clean_text(text: str) -> str:
