@@ -157,3 +157,12 @@ class ResumableLoader(DataLoader):
                 continue
             self.position["batches"] += 1
             yield batch
+
+    # Lightning's loader protocol too: it checks for it before a mid-epoch resume (and warns
+    # without it); where it loads this state, it is the datamodule's, into the same dict
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume.clear()
+        self.resume.update(epoch=int(state["epoch"]), batches=int(state["batches"]))

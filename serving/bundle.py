@@ -102,8 +102,7 @@ def trained_input_size(ckpt_path: str | os.PathLike) -> tuple[int, int] | int | 
 
 
 def bundle_meta(model: nn.Module, input_size: tuple[int, int] | int, name: str | None = None, source: str | None = None, tta: bool = False) -> dict[str, Any]:
-    """``bundle.json`` of a task (without ``files``): its kind, network, input and decoding options;
-    ``tta``: serve with the model's test-time augmentation (only a task that has one)."""
+    """``bundle.json`` of a task (without ``files``): its kind, network, input and decoding options, ``tta``."""
     from models.registry import UnsafeFileError, network_name
 
     kind = task_type(model)
@@ -163,8 +162,7 @@ def export_bundle(
         input_size: (height, width) images are resized to, or IMDB's ``max_length`` in tokens.
         name: a display name (e.g. the ``--task`` name).
         source: the checkpoint the weights came from, for the record.
-        tta: serve each image's answer averaged over its flips (Planet: 8 forward passes, the
-            others 2); default: one pass, at the network's own cost.
+        tta: serve answers averaged over flips (Planet 8 passes, others 2); default one pass.
     """
     kind = task_type(model)
     net = model.net
