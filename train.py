@@ -31,7 +31,7 @@ from callbacks.nan_guard import NanGuard, TrainingDiverged
 from callbacks.speed import auto_precision
 from cli import checkpoint_args
 from cli.metrics import write_metrics
-from cli.run_folder import choose_run_dir, default_name, point_into, rank_zero_print
+from cli.run_folder import choose_run_dir, claim, default_name, point_into, rank_zero_print, unclaim_all
 from cli.subcommands import KitTrainer
 from cli.task_option import CONFIG_DIR, SAMPLE_DIR, config_chain, expand_task, root_given, task_names
 from datamodules.base import DataError
@@ -84,9 +84,12 @@ class KitCLI(LightningCLI):
 
     def before_instantiate_classes(self):
         cfg = self.cfg
+        if self.subcommand in ("fit", None) and cfg.trainer.get("max_epochs") == 0:
+            raise SystemExit("error: --trainer.max_epochs 0 trains nothing; give 1 or more (to score a checkpoint: validate --ckpt_path PATH).")
         if cfg.trainer.get("precision") is None:
             cfg.trainer.precision = auto_precision(cfg.trainer.get("accelerator"))
         self.run_dir = choose_run_dir(cfg, self.subcommand)
+        claim(self.run_dir)
         point_into(cfg, self.run_dir, cfg.get("name") or default_name(cfg))
         self.init_weights = checkpoint_args.weights_only_source(cfg, self.subcommand)
         checkpoint_args.check_exists(cfg)
@@ -175,6 +178,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
         return _make_cli(args, run)
     finally:
         sys.argv = argv
+        if run:  # the run folder is free again: a notebook's or a test's next command may use it
+            unclaim_all()
 
 
 def _make_cli(args: list[str] | None, run: bool) -> KitCLI:

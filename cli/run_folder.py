@@ -13,6 +13,8 @@ from pathlib import Path
 
 RUN_STAMP = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")  # new_run_dir's folder names
 RESUMABLE = ("last.ckpt", "on_exception.ckpt")
+LOCK = ".run.lock"  # held while a run writes into its folder
+_CLAIMED: set[Path] = set()
 
 
 def rank_zero_print(msg: str) -> None:
@@ -39,13 +41,53 @@ def new_run_dir(runs_dir: str, name: str) -> Path:
     return path.resolve()
 
 
+def claim(run_dir: Path) -> None:
+    """Hold ``run_dir``'s lock for this run (the first process of a DDP job; released when it ends):
+    a second run into the same folder stops with one line instead of mixing its files in."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    from datamodules.locks import Busy, hold
+
+    try:
+        hold(run_dir / LOCK)
+        _CLAIMED.add(run_dir / LOCK)
+    except OSError:  # a read-only folder: nothing to guard (the run's own writes say what is wrong)
+        return
+    except Busy as e:
+        raise SystemExit(f"error: {run_dir} is in use by another run (process {e.pid}): wait for it to end or pass another --run_dir.") from None
+
+
+def unclaim_all() -> None:
+    """Release every run folder this process holds (a notebook's next command may reuse one)."""
+    from datamodules.locks import release
+
+    while _CLAIMED:
+        release(_CLAIMED.pop())
+
+
 def _resumable(folder: Path) -> list[Path]:
     return [p for p in (folder / "checkpoints" / n for n in RESUMABLE) if p.is_file()]
 
 
+def newest_loadable(found: list[Path]) -> Path:
+    """The newest of ``found`` that loads (a damaged one is skipped with one line), else the newest:
+    its load then fails with its own one-line error."""
+    from callbacks.checkpoint_io import CheckpointError, check_loadable
+
+    ordered = sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in ordered:
+        try:
+            check_loadable(path)
+            return path
+        except CheckpointError as e:
+            if path is not ordered[-1]:
+                rank_zero_print(f"--ckpt_path last: skipping {e}")
+    return ordered[0]
+
+
 def find_last(runs_dir: str, name: str, run_dir: str | None = None) -> str:
-    """``--ckpt_path last``: the newer of ``checkpoints/last.ckpt`` and ``on_exception.ckpt`` of
-    ``run_dir``, or without one, of the newest run of this task (``RUNS_DIR/NAME/<time>``) that has one."""
+    """``--ckpt_path last``: the newer loadable one of ``checkpoints/last.ckpt`` and ``on_exception.ckpt``
+    of ``run_dir``, or without one, of the newest run of this task (``RUNS_DIR/NAME/<time>``) that has one."""
     if run_dir:
         found = _resumable(Path(run_dir))
         if not found:
@@ -55,7 +97,7 @@ def find_last(runs_dir: str, name: str, run_dir: str | None = None) -> str:
         found = next((c for *_, d in sorted(stamped, key=lambda t: t[:2], reverse=True) if (c := _resumable(d))), None)
         if not found:
             raise SystemExit(f"error: --ckpt_path last: no run under {Path(runs_dir) / name} has checkpoints/last.ckpt or on_exception.ckpt.")
-    return str(max(found, key=lambda p: p.stat().st_mtime_ns))
+    return str(newest_loadable(found))
 
 
 def default_name(cfg) -> str:

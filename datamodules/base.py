@@ -1,4 +1,4 @@
-"""Shared datamodule machinery: real root or built-in sample, splits, loaders, image reading."""
+"""Shared datamodule machinery: real root or built-in sample, splits, loaders (image reading: ``decode.py``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from .loaders import EpochSampler, ResumableLoader, SeededDataset
+from .loaders import EpochSampler, ResumableLoader, SeededDataset, die_with_parent, set_resume
 
 SAMPLE_VERSION = "v1"
 # the splits each stage reads (and checks at setup); ``test`` is the validation split where a layout has no test split
@@ -77,54 +75,6 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise DataError(f"{path}: missing folder ({what}).")
     return path
-
-
-IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # I: 32-bit ints, read as 16-bit (0..65535)
-
-
-def refuse_mode(im: Image.Image, path: Path) -> None:
-    """A :class:`DataError` for image modes :func:`read_rgb` cannot turn into 8-bit RGB faithfully."""
-    if im.mode == "F" or im.mode not in set(Image.MODES) | set(SIXTEEN_BIT):
-        kind = "32-bit float" if im.mode == "F" else "not an RGB or greyscale mode"
-        raise DataError(f"{path}: image mode {im.mode} ({kind}) is not read; save it as 8- or 16-bit RGB or greyscale.")
-
-
-def to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
-    """An opened image as RGB uint8 HWC: 16-bit greyscale scaled by 1/257 (65535 -> 255, not
-    saturated as PIL's ``convert`` does), RGBA / LA / transparent palettes without the alpha,
-    greyscale, palette and CMYK converted. 48-bit RGB PNG/TIFF open in PIL as 8-bit RGB already."""
-    refuse_mode(im, path)
-    if im.mode in SIXTEEN_BIT:
-        a = np.asarray(im).astype(np.float32)
-        if a.size and (a.min() < 0 or a.max() > 65535):
-            raise DataError(f"{path}: 32-bit integer image with values outside 0..65535; save it as 8- or 16-bit.")
-        grey = np.rint(a / 257).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # PIL warns when converting such palettes straight to RGB
-    return np.array(im.convert("RGB"))
-
-
-def read_rgb(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image as an RGB uint8 HWC array (see :func:`to_rgb8`: 16-bit scaled, alpha dropped).
-
-    Args:
-        draft: optional (width, height) hint; JPEGs are then decoded at reduced scale
-            when that is still at least this large (much faster).
-
-    Raises:
-        DataError: unreadable or truncated file, or a mode that cannot be read (32-bit float).
-    """
-    try:
-        with Image.open(path) as im:
-            if draft is not None and im.format == "JPEG":
-                im.draft("RGB", draft)
-            return to_rgb8(im, path)
-    except DataError:
-        raise
-    except IMAGE_ERRORS as e:
-        raise DataError(f"{path}: unreadable image ({e}).") from e
 
 
 def split_indices(n: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
@@ -260,6 +210,7 @@ class BaseDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.run_seed()),
+            worker_init_fn=die_with_parent,  # a killed run leaves no worker behind
         )
         if not shuffle:
             return DataLoader(ds, shuffle=False, **common)
@@ -277,10 +228,7 @@ class BaseDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """From a checkpoint being resumed: the position the next training epoch starts from."""
-        position = state_dict.get("train_position")
-        self._resume.clear()
-        if position:
-            self._resume.update(epoch=int(position["epoch"]), batches=int(position["batches"]))
+        set_resume(self._resume, state_dict.get("train_position"))
 
     def batches_done(self) -> int | None:
         """Training batches Lightning counts as done in the current epoch (None without a trainer)."""

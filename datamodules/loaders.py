@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import random
+import signal
 from typing import Callable
 
 import numpy as np
@@ -164,5 +166,46 @@ class ResumableLoader(DataLoader):
         return dict(self.position)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.resume.clear()
-        self.resume.update(epoch=int(state["epoch"]), batches=int(state["batches"]))
+        set_resume(self.resume, state)
+
+
+def set_resume(resume: dict, position: dict | None) -> None:
+    """Fill the shared ``resume`` dict from a saved ``position`` ({epoch, batches}; None: a fresh start)."""
+    resume.clear()
+    if position:
+        resume.update(epoch=int(position["epoch"]), batches=int(position["batches"]))
+
+
+def die_with_parent(worker_id: int = 0) -> None:
+    """A loader worker's ``worker_init_fn``: it ends with the process that started it (Linux's
+    ``PR_SET_PDEATHSIG``). After a ``kill -9`` a worker blocked writing a batch that no one will read
+    would otherwise live on for ever, holding whatever it holds."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
+
+
+def decode_all(ds, workers: int):
+    """(index, ``ds.decode(index)``) of every item, decoded in ``workers`` loader processes (0: here):
+    the decode-once store's build."""
+    if workers <= 0:
+        return ((i, ds.decode(i)) for i in range(len(ds)))
+    return iter(DataLoader(_Decoding(ds), batch_size=None, num_workers=workers, collate_fn=_as_is, worker_init_fn=die_with_parent))
+
+
+def _as_is(item):
+    return item
+
+
+class _Decoding:
+    """``ds.decode`` as a map-style dataset for the build's loader processes."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return i, self.ds.decode(i)

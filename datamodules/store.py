@@ -13,20 +13,21 @@ file's path, byte size and modification time: a change to any of them builds a n
 
 Building is atomic: into a hidden temporary folder, every file fsynced, the manifest last, then one
 rename. A crash leaves only the temporary folder, which the next build removes. Processes (DDP
-ranks) take a file lock on the store: the first builds, the others wait and then read the same files.
+ranks, other runs) take a lock on the store (``datamodules.locks``: it dies with its process, so a
+killed run never leaves it held): the first builds, the others wait, saying for which process, and
+then read the same files. The free space is checked and the arrays' blocks are reserved before
+anything is decoded, so a full disk falls back to decoding on the fly instead of failing later.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,8 +35,10 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from .base import DataError, cache_dir
+from .loaders import decode_all
+from .locks import process_lock
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: images upright (EXIF orientation applied)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -118,7 +121,20 @@ class Store:
         n, (h, w) = len(self), self.size
         if images.shape[:3] != (n, h, w) or orig.shape != (n, 2) or (masks is not None and masks.shape != (n, h, w)):
             raise ValueError(f"{self.folder}: arrays do not match the manifest")
+        if self.manifest.get("rows_sha256") != rows_digest(images, masks, orig):
+            raise ValueError(f"{self.folder}: contents changed since it was built")
         return self
+
+
+def rows_digest(images: np.ndarray, masks: np.ndarray | None, orig: np.ndarray, rows: int = 16) -> str:
+    """SHA-256 of ``rows`` evenly spread items (images, masks, sizes): a store changed in place (same
+    size and time) is noticed at the cost of reading a few items, not the whole store."""
+    h = hashlib.sha256()
+    for i in sorted({int(i) for i in np.linspace(0, len(images) - 1, min(rows, len(images)))}):
+        for a in (images, masks, orig):
+            if a is not None:
+                h.update(np.ascontiguousarray(a[i]).tobytes())
+    return h.hexdigest()
 
 
 def estimate_bytes(ds, size: tuple[int, int]) -> int:
@@ -126,17 +142,6 @@ def estimate_bytes(ds, size: tuple[int, int]) -> int:
     first = ds.decode(0)
     per = int(np.prod(first.image.shape)) + (int(np.prod(first.mask.shape)) if first.mask is not None else 0)
     return per * len(ds)
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive ``flock`` on ``path`` (created): one process (or thread) at a time."""
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def open_store(folder: Path, key: str) -> Store | None:
@@ -168,13 +173,12 @@ def get_store(ds, size: tuple[int, int], root: Path, workers: int = 0, what: str
     found = open_store(folder, key)
     if found is not None:
         return found
-    if budget is not None:
-        need = estimate_bytes(ds, size)
-        if need > budget:
-            raise OverBudget(f"{what}: {need / 1e9:.1f} GB, over the budget of {budget / 1e9:g} GB (--data.init_args.store_budget_gb)")
+    if budget is not None and (need := estimate_bytes(ds, size)) > budget:
+        raise OverBudget(f"{what}: {need / 1e9:.1f} GB, over the budget of {budget / 1e9:g} GB (--data.init_args.store_budget_gb)")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with file_lock(root / f".{folder.name}.lock"):
+        waiting = lambda pid: rank_zero_info(f"decode-once store {what}: waiting for process {pid}, which is building it ({folder})")  # noqa: E731
+        with process_lock(root / f".{folder.name}.lock", waiting=waiting):
             found = open_store(folder, key)  # another process built it while this one waited
             if found is not None:
                 return found
@@ -187,32 +191,6 @@ def get_store(ds, size: tuple[int, int], root: Path, workers: int = 0, what: str
             raise StoreUnavailable(f"{root}: {os.strerror(e.errno)}") from e
         raise
     return Store(folder).check()
-
-
-def _decode_all(ds, workers: int):
-    """(index, Decoded) of every item, decoded in ``workers`` loader processes (0: here)."""
-    if workers <= 0:
-        return ((i, ds.decode(i)) for i in range(len(ds)))
-    from torch.utils.data import DataLoader
-
-    return iter(DataLoader(_Decoding(ds), batch_size=None, num_workers=workers, collate_fn=_as_is))
-
-
-def _as_is(item):
-    return item
-
-
-class _Decoding:
-    """``ds.decode`` as a map-style dataset for the build's loader processes."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        return i, self.ds.decode(i)
 
 
 def _progress(total: int, what: str):
@@ -228,11 +206,16 @@ def build(ds, size: tuple[int, int], folder: Path, key: str, workers: int = 0, w
     tmp.mkdir()
     try:
         first, n, (h, w) = ds.decode(0), len(ds), size
+        need, free = (first.image.nbytes + (first.mask.nbytes if first.mask is not None else 0)) * n, shutil.disk_usage(tmp).free
+        if need > 0.95 * free:
+            raise StoreUnavailable(f"{folder.parent}: {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free")
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, h, w, first.image.shape[2]))
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, h, w)) if first.mask is not None else None
+        for name in ("images.npy", "masks.npy"):  # the blocks now: a full disk is an OSError here, not a SIGBUS mid-write
+            _reserve(tmp / name)
         orig = np.zeros((n, 2), np.int32)
         with _progress(n, what) as bar:
-            for i, d in _decode_all(ds, workers):
+            for i, d in decode_all(ds, workers):
                 if d.image.shape != images.shape[1:] or (masks is not None and (d.mask is None or d.mask.shape != masks.shape[1:])):
                     raise DataError(f"{ds.store_files(i)[0]}: decoded to {d.image.shape}, unlike the split's first image {images.shape[1:]}.")
                 images[i] = d.image
@@ -245,7 +228,8 @@ def build(ds, size: tuple[int, int], folder: Path, key: str, workers: int = 0, w
             a.flush()
         del images, masks, arrays
         np.save(tmp / "orig.npy", orig)
-        manifest = {"version": STORE_VERSION, "key": key, "size": list(size), "items": n, "dataset": type(ds).__qualname__,
+        read = [np.load(tmp / f, mmap_mode="r") if (tmp / f).is_file() else None for f in ("images.npy", "masks.npy")]
+        manifest = {"version": STORE_VERSION, "key": key, "rows_sha256": rows_digest(*read, orig), "size": list(size), "items": n, "dataset": type(ds).__qualname__,
                     "decode": ds.decode_id(), "first_file": str(ds.store_files(0)[0]), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         for name in ("images.npy", "masks.npy", "orig.npy"):
             _fsync(tmp / name)
@@ -255,6 +239,16 @@ def build(ds, size: tuple[int, int], folder: Path, key: str, workers: int = 0, w
         _fsync(folder.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate ``path``'s blocks (a memory map's file is sparse until written)."""
+    if path.exists():
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
 
 def _fsync(path: Path) -> None:
