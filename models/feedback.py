@@ -63,17 +63,22 @@ def read_store_meta(con: sqlite3.Connection) -> tuple[str | None, list[str]]:
 
 
 def read_examples(con: sqlite3.Connection, db: Path, check_files: bool = True) -> list[Example]:
-    """Every stored correction, oldest first; with ``check_files`` a missing or altered input is an error."""
-    rows = con.execute("SELECT id, created, task, input, input_sha256, correction, prediction FROM feedback ORDER BY id").fetchall()
+    """Every stored correction, oldest first; with ``check_files`` a missing or altered input (or
+    correction file, e.g. CamVid's mask) is an error."""
+    hashed = "files_sha256" in {row[1] for row in con.execute("PRAGMA table_info(feedback)")}  # (older stores hashed inputs only)
+    rows = con.execute(f"SELECT id, created, task, input, input_sha256, correction, prediction, {'files_sha256' if hashed else 'NULL'} "
+                       "FROM feedback ORDER BY id").fetchall()
     out = []
-    for rid, created, task, inp, sha, corr, pred in rows:
-        path = db.parent / inp
+    for rid, created, task, inp, sha, corr, pred, files in rows:
+        correction = json.loads(corr)
         if check_files:
-            if not path.is_file():
-                raise FeedbackError(f"{db}, row {rid}: its input {path} is missing.")
-            if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-                raise FeedbackError(f"{db}, row {rid}: its input {path} was changed since it was stored (sha256 differs).")
-        out.append(Example(rid, task, path, json.loads(corr), json.loads(pred) if pred else None, created))
+            for what, rel, digest in [("input", inp, sha)] + [(k, correction.get(k, ""), v) for k, v in json.loads(files or "{}").items()]:
+                path = db.parent / rel
+                if not path.is_file():
+                    raise FeedbackError(f"{db}, row {rid}: its {what} {path} is missing.")
+                if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                    raise FeedbackError(f"{db}, row {rid}: its {what} {path} was changed since it was stored (sha256 differs).")
+        out.append(Example(rid, task, db.parent / inp, correction, json.loads(pred) if pred else None, created))
     return out
 
 

@@ -5,6 +5,8 @@
 * :func:`load_tensors`, ``torch.load(..., weights_only=True)`` with one-line errors: tensors, plain
   containers and numbers only. A pickle that would import or call anything else is refused
   before it runs.
+* :func:`non_finite_weights`: what is wrong with weights holding NaN or inf (a diverged run's), which
+  nothing validates, exports or serves.
 """
 
 from __future__ import annotations
@@ -76,3 +78,21 @@ def load_tensors(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every unreadable file is one message
         raise UnsafeFileError(f"{path}: refused to load: {_reason(e)}; only weights are read from files (torch.load weights_only=True).") from None
+
+
+def non_finite(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or an inf (one device sync)."""
+    import torch
+
+    names = [k for k, v in tensors.items() if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex())]
+    if not names:
+        return []
+    flags = [torch.isfinite(tensors[k]).all() for k in names]
+    flags = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+    return [k for k, ok in zip(names, flags) if not ok]
+
+
+def non_finite_weights(tensors: dict[str, Any]) -> str | None:
+    """``"N weight tensor(s) hold NaN/inf (a, b, c, ...)"``, or None where every tensor is finite."""
+    bad = non_finite(tensors)
+    return f"{len(bad)} weight tensor(s) hold NaN/inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else None

@@ -34,7 +34,7 @@ from torch import nn
 
 from models.inference import image_input, palette
 
-from .bundle_format import BACKBONE, FORMAT, KIND_TASK, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, is_bundle, read_meta, sha256_of, verify_files
+from .bundle_format import BACKBONE, FORMAT, KIND_TASK, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, check_net, finite, is_bundle, read_meta, sha256_of, verify_files
 
 __all__ = ["BACKBONE", "FORMAT", "META", "TASKS", "VERSION", "WEIGHTS", "Bundle", "BundleError", "bundle_dir", "export_bundle", "is_bundle",
            "load_bundle", "load_weights", "read_meta", "read_state", "sha256_of", "task_type", "trained_input_size", "verify_files"]
@@ -201,13 +201,8 @@ class Bundle:
     tokenizer: Any = None
     palette: list[list[int]] = field(default_factory=list)
 
-    @property
-    def task(self) -> str:
-        return self.meta["task"]
-
-    @property
-    def classes(self) -> list[str]:
-        return self.meta["classes"]
+    task = property(lambda self: self.meta["task"])
+    classes = property(lambda self: self.meta["classes"])
 
 
 def read_state(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
@@ -218,9 +213,10 @@ def read_state(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> d
     verify_files(folder, meta or read_meta(folder))
     file = folder / WEIGHTS
     try:
-        return load_file(str(file))
+        state = load_file(str(file))
     except Exception as e:  # noqa: BLE001 - any unreadable file is one message
         raise BundleError(f"{file}: unreadable weights ({type(e).__name__}: {' '.join(str(e).split())[:160]}).") from None
+    return finite(state, file)
 
 
 def _build_net(folder: Path, meta: dict[str, Any]) -> nn.Module:
@@ -246,6 +242,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     meta = read_meta(folder)
     state = read_state(folder, meta)  # checks every file's SHA-256 before anything is built
     net = _build_net(folder, meta)
+    check_net(folder, meta, net)
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
@@ -293,6 +290,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise BundleError(f"{p}: not a Lightning checkpoint or bundle (no 'state_dict').")
+    finite(state, p)  # (a BundleError is a ValueError: not inside the try below)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, AttributeError) as e:

@@ -97,3 +97,26 @@ def verify_files(folder: Path, meta: dict[str, Any]) -> None:
         extra = [f for f in sorted((root / BACKBONE).rglob("*")) if f.is_file() and f.relative_to(root).as_posix() not in meta["files"]]
         if extra:
             raise BundleError(f"{extra[0]}: refused: not listed in {META} (a bundle's files are all named with their SHA-256).")
+
+
+def finite(state: dict, file: Path) -> dict:
+    """``state``, or one :class:`BundleError` line where weights hold NaN/inf (a diverged model answers nothing)."""
+    from models.registry import non_finite_weights
+
+    if what := non_finite_weights(state):
+        raise BundleError(f"{file}: refused: {what}; the model had diverged (export an earlier, finite checkpoint).")
+    return state
+
+
+def check_net(folder: Path, meta: dict, net) -> None:
+    """``bundle.json`` against the network it built: one output per class (two, x and y, for a point),
+    and a text bundle's ``max_length`` within its encoder's positions; else one :class:`BundleError` line."""
+    outputs = (getattr(net, "init_args", None) or {}).get("num_classes")
+    want = 2 if meta["task"] == "point" else len(meta["classes"])
+    if outputs is not None and outputs != want:
+        what = "x and y" if meta["task"] == "point" else f"{want} class name(s)"
+        raise BundleError(f"{folder / META}: lists {what} but its network has {outputs} output(s); export the bundle again.")
+    config = getattr(getattr(net, "encoder", None), "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if meta["task"] == "text" and isinstance(limit, int) and meta["input"]["max_length"] > limit:
+        raise BundleError(f"{folder / META}: input.max_length {meta['input']['max_length']} is over its encoder's {limit} positions.")

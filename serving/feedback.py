@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     correction TEXT NOT NULL,
     prediction TEXT,
     idempotency_key TEXT,
-    request_sha256 TEXT
+    request_sha256 TEXT,
+    files_sha256 TEXT
 );
 """
 KEYED = """
@@ -93,8 +94,8 @@ class FeedbackStore:
         with self._connect() as con:
             con.executescript(SCHEMA)
             columns = {row[1] for row in con.execute("PRAGMA table_info(feedback)")}
-            for column in ("idempotency_key", "request_sha256"):
-                if column not in columns:  # a store written before keys existed
+            for column in ("idempotency_key", "request_sha256", "files_sha256"):
+                if column not in columns:  # a store written before keys (or file hashes) existed
                     con.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
             con.executescript(KEYED)
             self.task, self.classes = read_store_meta(con)
@@ -170,14 +171,15 @@ class FeedbackStore:
         path = self.inputs / f"{stem}{ext}"
         write_atomic(path, data)
         written.append(path)
+        hashes = json.dumps({name: hashlib.sha256(blob).hexdigest() for name, (blob, _) in (files or {}).items()})  # a replaced mask is noticed too
         row = (time.strftime("%Y-%m-%dT%H:%M:%S%z"), self.task, f"{INPUTS}/{path.name}", hashlib.sha256(data).hexdigest(), json.dumps(correction),
-               json.dumps(prediction) if prediction is not None else None, key, fingerprint)
+               json.dumps(prediction) if prediction is not None else None, key, fingerprint, hashes)
         with self._lock:
             con = self._connect()
             try:
                 con.execute("BEGIN IMMEDIATE")
-                cur = con.execute("INSERT INTO feedback (created, task, input, input_sha256, correction, prediction, idempotency_key, request_sha256) "
-                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                cur = con.execute("INSERT INTO feedback (created, task, input, input_sha256, correction, prediction, idempotency_key, request_sha256, "
+                                  "files_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
                 con.execute("COMMIT")
                 rid = int(cur.lastrowid)
             except sqlite3.IntegrityError:  # the same key committed meanwhile (by another process)
