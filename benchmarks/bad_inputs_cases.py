@@ -117,7 +117,7 @@ def pixels_probe(rel: str, expected_path: str = "expected.npy"):
 
     def probe(root: Path, repo: str) -> bool:
         code = (
-            "import sys, numpy as np; from datamodules.base import read_rgb;"
+            "import sys, numpy as np; from datamodules.decode import read_rgb;"
             "a = read_rgb(sys.argv[1]); e = np.load(sys.argv[2]);"
             "print('OK' if a.shape == e.shape and np.abs(a.astype(int) - e).max() <= 1 else f'BAD {a.shape} max {a.max()} mean {a.mean():.1f} vs {e.mean():.1f}')"
         )

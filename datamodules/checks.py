@@ -1,6 +1,6 @@
 """Cheap checks of input files at setup, so that bad data stops before training with one line.
 
-* :func:`check_image`: the header opens, the mode is one :func:`~datamodules.base.read_rgb`
+* :func:`check_image`: the header opens, the mode is one :func:`~datamodules.decode.read_rgb`
   reads, and the file is complete (PNG chunks and CRCs verified, a JPEG's end marker after its
   last scan; anything else, or a file that fails the quick test, is decoded in full);
   :func:`check_images` the same for many, decoding at most ``DECODE_BUDGET`` of them.
@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import IMAGE_ERRORS, DataError, refuse_mode
+from models.inference import upright_size
+
+from .base import DataError
+from .decode import IMAGE_ERRORS, refuse_mode
 
 DECODE_BUDGET = 1000  # images decoded in full at setup where the quick test cannot tell (about 1-2 s)
 MASK_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -66,9 +69,10 @@ def probe_image(path: Path) -> tuple[tuple[int, int], bool]:
     """
     try:
         with Image.open(path) as im:
-            size = im.size
             refuse_mode(im, path)
-            return size, _complete(im, path)
+            complete = _complete(im, path)  # (PIL's verify must come right after the open)
+        with Image.open(path) as im:
+            return upright_size(im), complete  # as read_rgb reads it
     except DataError:
         raise
     except IMAGE_ERRORS as e:

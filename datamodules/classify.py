@@ -26,7 +26,8 @@ import cv2
 import torch
 from torch.utils.data import Dataset
 
-from .base import DataError, read_rgb
+from .base import DataError
+from .decode import read_rgb
 from .checks import read_text
 from .classify_sample import write_classify_sample
 from .files import IMAGE_EXTS, list_images, locate

@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import Augment
-from .base import DataError, read_rgb, require_dir
+from .base import DataError, require_dir
+from .decode import read_rgb
 from .images import SKIP_HINT, ImageDataModule, unique_classes
 from .planet_sample import write_planet_sample
 from .splits import split_items

@@ -18,7 +18,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .base import DataError, read_rgb
+from models.inference import upright_size
+
+from .base import DataError
+from .decode import read_rgb
 from .store import Decoded, Stored
 
 Item = tuple[Path, str, "tuple[float, float] | None"]  # image, name, point in the file's pixels (None: unknown)
@@ -36,10 +39,10 @@ def resize_point(point, from_wh: tuple[int, int], to_wh: tuple[int, int]) -> tup
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header."""
+    """(width, height) from the image header, upright (EXIF orientation applied, as :func:`read_rgb` reads it)."""
     try:
         with Image.open(path) as im:
-            return im.size
+            return upright_size(im)
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: unreadable image ({e}).") from e
 

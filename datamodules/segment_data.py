@@ -11,7 +11,8 @@ import cv2
 import torch
 from torch.utils.data import Dataset
 
-from .base import DataError, read_rgb
+from .base import DataError
+from .decode import read_rgb
 from .checks import read_mask
 from .store import Decoded, Stored
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .decide import expected_f2_decision
 from .tta import HFLIP, group_for, mean_maps, mean_points, mean_scores
@@ -40,6 +40,27 @@ _TAB40 = (
 
 
 # -- input ------------------------------------------------------------------------------------
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an opened image (1: as stored; 2-8 turn or mirror it, as a phone's photos).
+    A PNG's is read only where its eXIf chunk precedes the pixels (no decode to find one after them)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except (ValueError, TypeError, OSError, SyntaxError):  # a damaged EXIF block: as stored
+        return 1
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image as a browser shows it: EXIF orientation applied (as serving does), or ``im`` itself."""
+    return ImageOps.exif_transpose(im) if orientation(im) != 1 else im
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as shown: orientations 5-8 turn it by a quarter."""
+    return im.size[::-1] if orientation(im) in (5, 6, 7, 8) else im.size
+
 def image_input(size: tuple[int, int] | int, kind: str, normalize: dict | None = None) -> dict:
     """What a bundle records of an image model's input: (height, width), RGB uint8, OpenCV's
     area resize, and whether JPEGs decode at a reduced scale first (``draft``: as the image
@@ -50,7 +71,7 @@ def image_input(size: tuple[int, int] | int, kind: str, normalize: dict | None =
 
 def draft(im: Image.Image, size: tuple[int, int], transposed: bool = False) -> None:
     """Let a JPEG decode at a reduced scale that is still at least ``size`` (height, width), as
-    ``datamodules.base.read_rgb`` does (``transposed``: the file's rows become columns once its
+    ``datamodules.decode.read_rgb`` does (``transposed``: the file's rows become columns once its
     EXIF orientation is applied). Other formats are left alone."""
     if im.format == "JPEG":
         h, w = size

@@ -27,7 +27,9 @@ import warnings
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from models.inference import orientation, upright
 
 DEFAULT_MAX_PIXELS = 16_000_000  # a 4000x4000 photo; ~8 bytes/pixel at the decode peak (module docstring)
 DECODE_SLOTS = 2
@@ -151,9 +153,10 @@ def decode_errors(what: str) -> Iterator[None]:
 
 
 def exif_turned(im: Image.Image) -> bool:
-    """Whether an opened image's EXIF orientation turns or mirrors it (a browser shows it so)."""
+    """Whether an opened image's EXIF orientation turns or mirrors it (a browser shows it so; read as
+    training reads it: ``models.inference.orientation``)."""
     with decode_errors("image"):
-        return im.getexif().get(0x0112, 1) not in (0, 1)
+        return orientation(im) != 1
 
 
 def to_rgb(im: Image.Image, what: str = "image") -> tuple[np.ndarray, bool]:
@@ -162,7 +165,7 @@ def to_rgb(im: Image.Image, what: str = "image") -> tuple[np.ndarray, bool]:
     with decode_errors(what):
         changed = exif_turned(im)
         if changed:
-            im = ImageOps.exif_transpose(im)
+            im = upright(im)
         if im.mode in SIXTEEN_BIT:
             grey = np.asarray(im).astype(np.uint32)
             im.close()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from conftest import ROOT
 from datamodules import CamVidDataModule, DataError
-from datamodules.base import read_rgb
+from datamodules.decode import read_rgb
 from datamodules.biwi import BiwiDataModule
 from datamodules.checks import check_image
 from datamodules.imdb import IMDBDataModule

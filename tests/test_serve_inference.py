@@ -247,7 +247,7 @@ def test_a_large_jpeg_decodes_drafted_as_training_reads_it(tmp_path):
     an EXIF-turned JPEG is stored as a PNG and read in full, as training would read that PNG."""
     import cv2
 
-    from datamodules.base import read_rgb
+    from datamodules.decode import read_rgb
     from serving.predict import Predictor
 
     from types import SimpleNamespace
