@@ -17,7 +17,7 @@ import numpy as np
 
 from .base import DataError
 from .biwi_sample import write_biwi_sample
-from .checks import check_calibration, check_point
+from .checks import check_calibration, check_point, read_text
 from .points import Candidate, PointDataset, PointsDataModule, image_size, resize_point, scale_point
 from .splits import split_items
 
@@ -31,7 +31,7 @@ def _number_rows(path: Path, what: str) -> list[list[float]]:
     if not path.is_file():
         raise DataError(f"{path}: missing ({what}).")
     rows = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

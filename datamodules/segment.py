@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from pytorch_lightning.utilities import rank_zero_warn
+
 from .augment import Augment
 from .base import DataError, require_dir, stage_splits
 from .camvid_sample import write_camvid_sample
@@ -202,11 +205,31 @@ class SegmentationDataModule(ImageDataModule):
         split["test"] = test or split["valid"]
         return split
 
-    def check_pairs(self, items) -> None:
-        """Every image opens and is complete; every mask is decoded: ids, size and mode checked (cheap)."""
+    def check_pairs(self, items) -> np.ndarray:
+        """Every image opens and is complete; every mask is decoded: ids, size and mode checked (cheap).
+        Returns the pixels of each class over the masks."""
+        counts = np.zeros(self.num_classes, np.int64)
         for img, lab in items:
             w, h = check_image(img)
-            read_mask(lab, self.num_classes, self.classes_from, (h, w))
+            counts += np.bincount(read_mask(lab, self.num_classes, self.classes_from, (h, w)).ravel(), minlength=self.num_classes)
+        return counts
+
+    def check_labels(self, counts: dict[str, np.ndarray], items: dict[str, list]) -> None:
+        """Training masks must label something besides void (else an error); classes that only the
+        validation masks hold get one warning (the model cannot learn them; mean IoU counts them)."""
+        void = self.void_index  # (also validates --data.void_class)
+        if "train" not in counts:
+            return
+        folder = items["train"][0][1].parent
+        labelled = counts["train"].sum() - (counts["train"][void] if void is not None else 0)
+        if labelled == 0:
+            raise DataError(f"{folder}: no labelled pixel in any of the {len(items['train'])} training masks"
+                            f"{f' (every pixel is the void class {self.classes[void]!r})' if void is not None else ''}: nothing to learn from.")
+        if "valid" in counts:
+            only = [i for i in range(self.num_classes) if i != void and counts["valid"][i] > 0 and counts["train"][i] == 0]
+            if only:
+                rank_zero_warn(f"{folder}: {len(only)} class(es) in the validation masks but in no training mask ("
+                               f"{', '.join(self.classes[i] for i in only[:5])}{', ...' if len(only) > 5 else ''}): the model cannot learn them.")
 
     # -- datasets ------------------------------------------------------------
     def dataset(self, items: list, train: bool) -> SegmentationDataset:
@@ -216,15 +239,15 @@ class SegmentationDataModule(ImageDataModule):
         items = self.split_pairs()
         if stage in (None, "fit"):  # corrections from serve.py: (image, corrected mask) pairs
             items["train"] = items["train"] + [(ex.input, ex.file("mask")) for ex in self.feedback_examples(self.classes)]
-        paths = self.predict_paths() if stage == "predict" else None
+        paths, counts = self.predict_paths() if stage == "predict" else None, {}
         for s in () if paths is not None else stage_splits(stage):
             if not items[s]:
                 raise self.empty_split(s, f" (split {self.split_spec()})")
             if self.skip_unreadable:  # leave out the images that do not open (their masks are still checked)
                 keep = self.readable([img for img, _ in items[s]], [str(mask) for _, mask in items[s]])
                 items[s] = [p for p, k in zip(items[s], keep) if k]
-            self.check_pairs(items[s])
-        self.void_index  # noqa: B018 - validates --data.void_class early
+            counts[s] = self.check_pairs(items[s])
+        self.check_labels(counts, items)
         self.choose_batch_augment()
         for s in ("train", "valid", "test"):
             self.datasets[s] = self.dataset(items[s], s == "train")

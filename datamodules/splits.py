@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .base import DataError
+from .checks import read_text
 
 TRUE = {"1", "true", "yes", "y", "valid", "t"}
 FALSE = {"0", "false", "no", "n", "train", "f", ""}
@@ -128,7 +129,7 @@ def split_items(
         path = path if path.is_absolute() or root is None else root / path
         if not path.is_file():
             raise DataError(f"{path}: no such file of validation names (--data.split names:FILE).")
-        wanted = {ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()}
+        wanted = {ln.strip() for ln in read_text(path).splitlines() if ln.strip()}  # (a BOM, CRLF: as any text file)
         stems = {n: Path(n).stem for n in names}
         missing = sorted(wanted - set(names) - set(stems.values()))
         if missing:
