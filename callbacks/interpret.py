@@ -129,13 +129,13 @@ class Interpret(pl.Callback):
         self._collector: Collector | None = None
         self._collected: tuple[Collector, int] | None = None  # (collector, global step it saw)
 
-    def _wanted(self, trainer, pl_module) -> bool:
+    def _wanted(self, trainer) -> bool:
         return self.enabled and trainer.is_global_zero and trainer.limit_val_batches != 0 and trainer.datamodule is not None
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self._collector = None
         last = (trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1) or (0 < trainer.max_steps <= trainer.global_step)
-        if trainer.sanity_checking or not last or trainer.world_size > 1 or not self._wanted(trainer, pl_module):
+        if trainer.sanity_checking or not last or trainer.world_size > 1 or not self._wanted(trainer):
             return
         try:
             self._collector = collector_for(pl_module, self.k)
@@ -159,7 +159,7 @@ class Interpret(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         collected, self._collected = self._collected, None
-        if not self._wanted(trainer, pl_module):
+        if not self._wanted(trainer):
             return
         try:
             collector_for(pl_module)

@@ -57,11 +57,15 @@ class Stages(pl.Callback):
 
     def setup(self, trainer, pl_module, stage):
         pl_module.fit_schedule = False  # before configure_optimizers: every stage builds its own one-cycle
-        self._saved_schedule = None
+        self._saved_schedule, self._resume_epoch, self._user_reload = None, None, None
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         # the running stage's one-cycle; Lightning restores no scheduler where the task configured none
         self._saved_schedule = (checkpoint.get("lr_schedulers") or [None])[0]
+        # the epoch the resumed fit goes on with (the fit loop's progress in the checkpoint): its stage's
+        # data settings go on the datamodule in on_fit_start, before Lightning builds the loaders
+        progress = (checkpoint.get("loops") or {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        self._resume_epoch = progress.get("processed")
 
     # -- bookkeeping ------------------------------------------------------------
     @property
@@ -104,11 +108,16 @@ class Stages(pl.Callback):
             changed = True
         return changed
 
-    @staticmethod
-    def _rebuild_loaders(trainer) -> None:
-        """Make the fit loop build new train/val loaders at the next epoch (Lightning 2.6 loops)."""
-        trainer.fit_loop._combined_loader = None
-        trainer.fit_loop.epoch_loop.val_loop._combined_loader = None
+    def _rebuild_loaders(self, trainer) -> None:
+        """Have Lightning build new train and val loaders at the next epoch: its public
+        ``reload_dataloaders_every_n_epochs``, put back once the next validation has its new loader."""
+        if self._user_reload is None:
+            self._user_reload = trainer.reload_dataloaders_every_n_epochs
+        trainer.reload_dataloaders_every_n_epochs = 1
+
+    def on_validation_start(self, trainer, pl_module):
+        if self._user_reload is not None and not trainer.sanity_checking:  # both loaders rebuilt by now
+            trainer.reload_dataloaders_every_n_epochs, self._user_reload = self._user_reload, None
 
     def on_fit_start(self, trainer, pl_module):
         if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
@@ -121,7 +130,7 @@ class Stages(pl.Callback):
             _say(trainer, f"--trainer.max_epochs {trainer.max_epochs}: the recipe's stages scaled to {lengths} epochs")
         # fractional stage sizes are shares of the datamodule's own size (--data.size)
         self.base_size = getattr(trainer.datamodule, "size", None)
-        self._apply_data(trainer, 0)  # before the first loaders are built
+        self._apply_data(trainer, 0 if self._resume_epoch is None else self.stage_at(self._resume_epoch))  # before the first loaders are built
         if not uses_model_lr(self.stages):
             how = "is only the fallback of 'lr: find'" if any(needs_find(s.lr) for s in self.stages) else "is not used: every stage sets its own LR"
             _say(trainer, f"note: the model's lr ({float(pl_module.lr):.2e}) {how}; "
