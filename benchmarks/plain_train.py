@@ -9,11 +9,18 @@ train with AdamW + one-cycle and random horizontal flips, then score the validat
 the end (Planet: F2 at 0.2 averaged over images; segmentation: pixel accuracy without void and
 mean IoU). ``OUT.json`` gets the metrics and the seconds of each phase (imports, decode, network,
 training, validation).
+
+With ``deadline_s`` in the manifest the loop is given a wall-clock budget instead of epochs: it
+trains until ``deadline_s`` seconds after its own start, less the validation pass (timed on one
+batch first), and its one-cycle runs over that time (the LR and AdamW's beta1 follow
+``OneCycleLR``'s cosine phases as functions of the elapsed share of the training time), so a
+plain loop gets exactly the wall time of the run it is compared with (``camvid_loso.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -61,14 +68,12 @@ def loss_fn(m: dict, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, ignore_index=-100 if void is None else void)
 
 
-def train(net, m: dict, images: torch.Tensor, targets: torch.Tensor) -> None:
-    """AdamW + one-cycle over shuffled batches, each image flipped with probability 1/2."""
-    bs, epochs = m["batch_size"], m["epochs"]
-    steps = len(images) // bs if len(images) > bs else 1  # full batches, as the project's loader (drop_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=m["lr"], weight_decay=m.get("weight_decay", 1e-2))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=m["lr"], total_steps=epochs * steps, pct_start=m.get("pct_start", 0.25))
-    net.train()
-    for _ in range(epochs):
+def batches(images: torch.Tensor, targets: torch.Tensor, m: dict):
+    """Endless shuffled full batches (as the project's loader: drop_last), each image flipped with
+    probability 1/2 (its mask too)."""
+    bs = m["batch_size"]
+    steps = len(images) // bs if len(images) > bs else 1
+    while True:
         order = torch.randperm(len(images))
         for b in range(steps):
             idx = order[b * bs : (b + 1) * bs]
@@ -77,13 +82,54 @@ def train(net, m: dict, images: torch.Tensor, targets: torch.Tensor) -> None:
             x[flip] = x[flip].flip(-1)
             if y.ndim == 3:
                 y[flip] = y[flip].flip(-1)
-            if m.get("channels_last"):
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(m, net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            yield (x.contiguous(memory_format=torch.channels_last) if m.get("channels_last") else x), y
+
+
+def one_cycle(frac: float, max_lr: float, pct_start: float) -> tuple[float, float]:
+    """``OneCycleLR``'s LR and beta1 (defaults: div 25, final div 1e4, cosine, beta1 0.95..0.85)
+    at ``frac`` of the schedule."""
+    cos = lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))  # noqa: E731
+    if frac < pct_start:
+        t = frac / pct_start
+        return cos(max_lr / 25, max_lr, t), cos(0.95, 0.85, t)
+    t = (frac - pct_start) / (1 - pct_start)
+    return cos(max_lr, max_lr / 25 / 1e4, t), cos(0.85, 0.95, t)
+
+
+def step(net, opt, m: dict, x: torch.Tensor, y: torch.Tensor) -> None:
+    loss = loss_fn(m, net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def train(net, m: dict, images: torch.Tensor, targets: torch.Tensor, until: float | None = None) -> int:
+    """AdamW + one-cycle over ``m["epochs"]`` epochs, or, with ``until`` (a ``perf_counter`` time),
+    over the time left until then. Returns the optimizer steps taken."""
+    bs, pct = m["batch_size"], m.get("pct_start", 0.25)
+    steps = len(images) // bs if len(images) > bs else 1
+    opt = torch.optim.AdamW(net.parameters(), lr=m["lr"], weight_decay=m.get("weight_decay", 1e-2))
+    net.train()
+    data, done = batches(images, targets, m), 0
+    if until is None:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=m["lr"], total_steps=m["epochs"] * steps, pct_start=pct)
+        for x, y in data:
+            if done == m["epochs"] * steps:
+                return done
+            step(net, opt, m, x, y)
             sched.step()
+            done += 1
+    start = time.perf_counter()
+    for x, y in data:
+        frac = (time.perf_counter() - start) / max(until - start, 1e-9)
+        if frac >= 1:
+            return done
+        lr, beta1 = one_cycle(frac, m["lr"], pct)
+        for g in opt.param_groups:
+            g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
+        step(net, opt, m, x, y)
+        done += 1
+    return done
 
 
 @torch.no_grad()
@@ -122,13 +168,21 @@ def main(manifest: str, out: str) -> None:
     if m.get("channels_last"):  # the plain loop with the project's CPU memory layout (whole_run.py --plain_channels_last)
         net = net.to(memory_format=torch.channels_last)
     phases["network"] = time.perf_counter() - t
+    until = None
+    if m.get("deadline_s"):  # the training ends where the validation pass (one batch timed, x batches) still fits
+        t = time.perf_counter()
+        score(net, m, valid_x[: m["batch_size"]], valid_y[: m["batch_size"]])
+        per_image = (time.perf_counter() - t) / min(len(valid_x), m["batch_size"])
+        until = T0 + m["deadline_s"] - 1.2 * per_image * len(valid_x) - 0.5  # 0.5 s: writing the result, exiting
     t = time.perf_counter()
-    train(net, m, train_x, train_y)
+    steps = train(net, m, train_x, train_y, until)
     phases["training"] = time.perf_counter() - t
     t = time.perf_counter()
     metrics = score(net, m, valid_x, valid_y)
     phases["validation"] = time.perf_counter() - t
-    json.dump({"metrics": metrics, "phases": phases, "train_images": len(train_x)}, open(out, "w"), indent=1)
+    bs = m["batch_size"]
+    epochs = steps / (len(train_x) // bs if len(train_x) > bs else 1)
+    json.dump({"metrics": metrics, "phases": phases, "train_images": len(train_x), "steps": steps, "epochs": epochs}, open(out, "w"), indent=1)
 
 
 if __name__ == "__main__":
