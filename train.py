@@ -18,8 +18,8 @@ import sys
 import warnings
 
 from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -32,6 +32,7 @@ from callbacks.speed import auto_precision
 from cli import checkpoint_args
 from cli.metrics import write_metrics
 from cli.run_folder import choose_run_dir, claim, default_name, point_into, rank_zero_print, unclaim_all
+from cli.parser import KitParser
 from cli.subcommands import KitTrainer
 from cli.task_option import CONFIG_DIR, SAMPLE_DIR, config_chain, expand_task, root_given, task_names
 from datamodules.base import DataError
@@ -47,6 +48,19 @@ DATA_TO_MODEL = {
     "classes": ["model.init_args.class_names"],
     "band_stats": ["model.init_args.net.init_args.band_stats"],  # extra bands' normalisation (datamodules/bands.py)
 }
+
+
+class SaveAndLogConfig(SaveConfigCallback):
+    """``config.yaml`` in the run folder (Lightning's) and the whole resolved config in the loggers'
+    (W&B's run config: backbone, size, batch size, epochs, stages, seed, ... filterable there)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        if trainer.loggers:
+            import yaml
+
+            config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"config": config})
 
 
 class KitCLI(LightningCLI):
@@ -107,6 +121,8 @@ class KitCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks += run_checkpoints(self.run_dir / "checkpoints", self.cfg.get("last_every_n_steps") or 0)
         trainer.callbacks += [PredictionWriter(), Recorder()]
+        if trainer.loggers:  # every parameter group's LR as a scalar per step (W&B's charts), not only the PNG
+            trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         trainer.callbacks.append(NanGuard())  # non-finite loss/gradients/weights stop the run; saves finite only
         return trainer
 
@@ -129,18 +145,25 @@ class KitCLI(LightningCLI):
             self.write_metrics(subcommand, status="diverged", error=str(e))
             raise
         except SIGTERMException:  # Lightning's: saved on_exception.ckpt, then exits with status 0
-            self._stopped_by_sigterm(subcommand)
+            self._stopped_by("SIGTERM", subcommand)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        except SystemExit:  # Lightning's answer to Ctrl-C (after on_exception.ckpt): metrics.json says so too
+            if isinstance(self._exception_checkpoint().exception, KeyboardInterrupt):
+                self._stopped_by("Ctrl-C", subcommand)
+            raise
         finally:
             finish_wandb(self.trainer)
 
-    def _stopped_by_sigterm(self, subcommand: str) -> None:
-        ckpt = next((c.path for c in self.trainer.callbacks if isinstance(c, ExceptionCheckpoint)), None)
-        msg = f"stopped by SIGTERM at step {self.trainer.global_step}"
+    def _exception_checkpoint(self) -> ExceptionCheckpoint:
+        return next((c for c in self.trainer.callbacks if isinstance(c, ExceptionCheckpoint)), ExceptionCheckpoint(None))
+
+    def _stopped_by(self, what: str, subcommand: str) -> None:
+        ckpt = self._exception_checkpoint().path
+        msg = f"stopped by {what} at step {self.trainer.global_step}"
         if ckpt is not None and ckpt.is_file():
             msg += f"; saved {ckpt} (resume: --ckpt_path last --run_dir {self.run_dir})"
         self.write_metrics(subcommand, status="interrupted", error=msg)
         print(f"error: {msg}", file=sys.stderr, flush=True)
-        raise SystemExit(128 + signal.SIGTERM) from None
 
     def after_fit(self):
         self.write_metrics("fit")
@@ -187,10 +210,12 @@ def _make_cli(args: list[str] | None, run: bool) -> KitCLI:
         LightningModule,
         LightningDataModule,
         trainer_class=KitTrainer,
+        parser_class=KitParser,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
         run=run,
+        save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         # the model is built from the config and command line; --ckpt_path only brings weights and
         # training state (Lightning's default would put the checkpoint's hparams over CLI options)

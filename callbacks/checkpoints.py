@@ -129,9 +129,11 @@ class ExceptionCheckpoint(Checkpoint):
     fit ends normally); see the module doc for why not Lightning's ``OnExceptionCheckpoint``."""
 
     def __init__(self, path):
-        self.path = Path(path)
+        self.path = None if path is None else Path(path)
+        self.exception: BaseException | None = None  # what stopped the run (the CLI's metrics.json tells Ctrl-C apart)
 
     def on_exception(self, trainer, pl_module, exception):
+        self.exception = exception
         trainer.save_checkpoint(str(self.path), weights_only=False)
 
     def teardown(self, trainer, pl_module, stage):

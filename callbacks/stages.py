@@ -123,8 +123,8 @@ class Stages(pl.Callback):
         if trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > self.total_epochs:
             # (Lightning's unset max_epochs reads 1000: a longer budget is written in the stages, not stretched)
             trainer.fit_loop.max_epochs = self.total_epochs
-        elif len(self.stages) <= trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
-            # (fewer epochs than stages: the configured stages run in order until max_epochs stops them)
+        elif 0 < trainer.max_epochs < self.total_epochs:  # a shorter run: the whole recipe, compressed
+            # (fewer epochs than stages: the first max_epochs stages, one epoch each, every one-cycle complete)
             lengths = scale_epochs([s.epochs for s in self.stages], trainer.max_epochs)
             self.stages = [replace(s, epochs=n) for s, n in zip(self.stages, lengths) if n > 0]
             _say(trainer, f"--trainer.max_epochs {trainer.max_epochs}: the recipe's stages scaled to {lengths} epochs")

@@ -132,6 +132,9 @@ def test_wandb_offline_run(run_cli):
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     assert list(runs[0].rglob("show_results*.png"))
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # the run's config is in its records (protobuf: strings as they are)
+    for key in (b"seed_everything", b"batch_size", b"tu-tf_efficientnet_lite0", b"callbacks.Stages", b"max_epochs"):
+        assert key in record, key  # the whole resolved config, not only the model's hyperparameters
     import wandb
 
     assert wandb.run is None  # finished with its command: the next command in this process gets its own run
@@ -240,3 +243,29 @@ def test_a_run_prints_no_warning_the_project_causes(run_cli, tmp_path, recwarn, 
     assert [name for name, pattern in NOT_OURS_TO_PRINT.items() if re.search(pattern, text)] == []
     ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in recwarn if Path(w.filename).resolve().is_relative_to(ROOT) and ".venv" not in w.filename]
     assert ours == []
+
+
+def test_every_parameter_groups_lr_is_a_scalar_per_step(run_cli, tmp_path):
+    """LearningRateMonitor on whenever there is a logger: the LR of each group, each step (here a CSV logger)."""
+    import csv
+
+    logger = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "csv")}}
+    run_cli(["--task", "planet", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+             "--trainer.log_every_n_steps", "1", "--trainer.logger", json.dumps(logger)], logger=True)
+    files = list((tmp_path / "csv").rglob("metrics.csv"))
+    assert files, "no CSV logger output"
+    rows = list(csv.DictReader(open(files[0])))
+    lr_columns = [c for c in rows[0] if c.startswith("lr-")]
+    assert len(lr_columns) >= 2  # one per layer group
+    per_step = [r for r in rows if r[lr_columns[-1]]]
+    assert len(per_step) == 3 and len({float(r[lr_columns[-1]]) for r in per_step}) == 3  # the one-cycle moves every step
+
+
+def test_help_names_task_and_a_wrong_option_is_one_line():
+    env = {k: v for k, v in os.environ.items() if k != "LESSON3_RUN_DIR"}
+    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "--task NAME" in out.stdout and "planet" in out.stdout and "--data.init_args.root" in out.stdout
+    bad = subprocess.run([sys.executable, "train.py", "--task", "planet", "--trainer.max_epoch", "1"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode == 2 and len(lines) <= 3, bad.stderr
+    assert lines[-1].startswith("error: ") and "did you mean --trainer.max_epochs?" in lines[-1], bad.stderr

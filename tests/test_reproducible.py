@@ -237,3 +237,16 @@ def test_sigterm_saves_exits_non_zero_and_resumes_exactly(uninterrupted):
     assert f"Resuming from {saved}" in p.stdout
     assert max_abs_diff(weights(run / "checkpoints" / "last.ckpt"), weights(uninterrupted / "checkpoints" / "last.ckpt")) == 0.0
     assert not saved.exists()  # a fit that ends normally removes it
+
+
+def test_ctrl_c_saves_and_writes_metrics_interrupted(tmp_path):
+    """Ctrl-C (SIGINT: Lightning's graceful stop, exit 1) leaves on_exception.ckpt and a metrics.json
+    that says the run was interrupted, as SIGTERM does."""
+    run = tmp_path / "ctrl-c"
+    p = train(["--last_every_n_steps", "0"], run, kill=(3, "INT"))
+    assert p.returncode == 1, p.stderr[-2000:]
+    saved = run / "checkpoints" / "on_exception.ckpt"
+    assert torch.load(saved, weights_only=True)["global_step"] == 3
+    assert f"error: stopped by Ctrl-C at step 3; saved {saved}" in p.stderr
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["global_step"] == 3 and m["error"].startswith("stopped by Ctrl-C at step 3")
