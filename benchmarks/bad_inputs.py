@@ -36,7 +36,7 @@ from pathlib import Path
 from bad_inputs_cases import CASES, Case
 
 HERE = Path(__file__).resolve().parents[1]
-for _kind in ("camvid", "planet", "biwi", "imdb"):  # each case module registers its cases in CASES, in this order
+for _kind in ("camvid", "planet", "biwi", "imdb", "more"):  # each case module registers its cases in CASES, in this order
     importlib.import_module(f"bad_inputs_{_kind}")
 
 
@@ -48,6 +48,10 @@ TASK_ARGS = {
     "planet": ["--data.init_args.size", "32", "--data.init_args.batch_size", "4"],
     "biwi": ["--data.init_args.size", "[64,96]", "--data.init_args.batch_size", "2"],
     "imdb": ["--data.init_args.batch_size", "4", "--data.init_args.max_length", "32"],
+    "points": ["--data.init_args.size", "[48,64]", "--data.init_args.batch_size", "2"],
+    "classify": ["--data.init_args.size", "32", "--data.init_args.batch_size", "4"],
+    "segment": ["--data.init_args.size", "[32,64]", "--data.init_args.batch_size", "2"],
+    "text": ["--data.init_args.batch_size", "4"],
 }
 
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,24 @@ def read_text(path: Path) -> str:
     except OSError as e:
         raise DataError(f"{path}: unreadable ({e.strerror or e}).") from e
     return decode_text(raw, path)
+
+
+CSV_FIELD_LIMIT = 64 << 20  # characters in one CSV field: a long review or caption fits (Python's default: 131072)
+
+
+def csv_reader(path: Path) -> csv.DictReader:
+    """A ``csv.DictReader`` over a UTF-8 CSV (BOM, CRLF: :func:`read_text`) whose fields may be long."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    return csv.DictReader(io.StringIO(read_text(path), newline=""))
+
+
+def csv_rows(reader: csv.DictReader, path: Path):
+    """The reader's rows; a malformed one (an unclosed quote, a NUL, a field over the limit) is one
+    :class:`DataError` line naming the file and line."""
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num + 1}: not a readable CSV row ({e}).") from None  # (the line being read)
 
 
 def _complete(im: Image.Image, path: Path) -> bool:

@@ -17,8 +17,6 @@ outside them is an error naming its file or row).
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .base import DataError
 from .decode import read_rgb
-from .checks import read_text
+from .checks import csv_reader, csv_rows
 from .classify_sample import write_classify_sample
 from .files import IMAGE_EXTS, list_images, locate
 from .images import ImageDataModule, unique_classes
@@ -71,25 +69,24 @@ def read_csv_items(path: Path, images: Path, file_column: str, label_column: str
     """The rows of a ``file,label`` CSV, each image found under ``images`` (:func:`~datamodules.files.locate`),
     with the split column's values where ``split`` (or its default, ``is_valid``) names one the CSV has."""
     items, seen, names, rows = Items(str(path)), {}, [], []
-    with io.StringIO(read_text(path), newline="") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        missing = [c for c in (file_column, label_column) if c not in cols]
-        if missing:
-            raise DataError(f"{path}: no column(s) {missing}; found {cols} (set --data.init_args.file_column / label_column).")
-        split_column = default_split(split, cols).get("column")
-        for row in reader:
-            where = f"{path}, row {reader.line_num}"
-            name, label = (row[file_column] or "").strip(), (row[label_column] or "").strip()
-            if not name:
-                raise DataError(f"{where}: empty '{file_column}' cell; give the image's file name or drop the row.")
-            if not label:
-                raise DataError(f"{where} ({name}): empty '{label_column}' cell; give the image's class or drop the row.")
-            if name in seen:
-                raise DataError(f"{where}: '{name}' again (first on row {seen[name]}); one row per image.")
-            seen[name] = reader.line_num
-            names.append(name)
-            rows.append((label, where, (row.get(split_column) or "") if split_column in cols else None))
+    reader = csv_reader(path)
+    cols = reader.fieldnames or []
+    missing = [c for c in (file_column, label_column) if c not in cols]
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing}; found {cols} (set --data.init_args.file_column / label_column).")
+    split_column = default_split(split, cols).get("column")
+    for row in csv_rows(reader, path):
+        where = f"{path}, row {reader.line_num}"
+        name, label = (row[file_column] or "").strip(), (row[label_column] or "").strip()
+        if not name:
+            raise DataError(f"{where}: empty '{file_column}' cell; give the image's file name or drop the row.")
+        if not label:
+            raise DataError(f"{where} ({name}): empty '{label_column}' cell; give the image's class or drop the row.")
+        if name in seen:
+            raise DataError(f"{where}: '{name}' again (first on row {seen[name]}); one row per image.")
+        seen[name] = reader.line_num
+        names.append(name)
+        rows.append((label, where, (row.get(split_column) or "") if split_column in cols else None))
     if not names:
         raise DataError(f"{path}: no rows.")
     files = locate(images, names, [f"named in {where}" for _, where, _ in rows], suffix, "fix the name, --data.init_args.folder or --data.init_args.suffix.")
@@ -257,6 +254,8 @@ class ClassifyDataModule(ImageDataModule):
         tr, va = split_items(items.names, self.split_spec(), valid_pct=self.valid_pct, seed=self.seed, column=items.column,
                              folders=items.folders, root=self.root_path, source=items.source)
         tr, va = [i for i in tr if keep[i]], [i for i in va if keep[i]]
+        if stage in (None, "fit") and not self.feedback:
+            self.check_trainable(items, targets, tr, va)
         for s, idx in (("train", tr), ("valid", va), ("test", va)):
             self.datasets[s] = self.dataset(s, idx, items, targets)
         if stage in (None, "fit") and self.feedback:
@@ -264,6 +263,15 @@ class ClassifyDataModule(ImageDataModule):
         if stage == "predict":
             valid = self.datasets["valid"]
             self.datasets["predict"] = ClassifyDataset(valid.paths, None, valid.names, self.transform(False), self.size, valid.sources)
+
+    def check_trainable(self, items: Items, targets: list[int], tr: list[int], va: list[int]) -> None:
+        """A class the validation split holds but training never shows (a misnamed ``valid/`` folder, a
+        split that took all its images) is one line: the model could never predict it."""
+        trained = {targets[i] for i in tr}
+        i = next((i for i in va if targets[i] not in trained), None)
+        if i is not None:
+            raise DataError(f"{items.sources[i]}: class '{items.labels[i]}' is in the validation split but has no training image; "
+                            "the model could never predict it (add training images, or leave the class out).")
 
     def _with_feedback(self, train: ClassifyDataset) -> ClassifyDataset:
         """The training split plus serve.py's corrections (image, corrected label)."""

@@ -15,7 +15,6 @@ Coordinates are pixels of the original image, pixel centres at integers (``datam
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -25,7 +24,7 @@ import numpy as np
 
 from .augment import Augment
 from .base import DataError, require_dir, stage_splits
-from .checks import check_image, read_text
+from .checks import check_image, csv_reader, csv_rows
 from .files import IMAGE_EXTS, image_file, list_images
 from .images import ImageDataModule
 from .point_dataset import Item, PointDataset, as_pair, image_size, resize_point, scale_point
@@ -134,12 +133,12 @@ class PointsDataModule(ImageDataModule):
         cols = (self.file_column, self.x_column, self.y_column)
         if not path.is_file():
             raise DataError(f"{path}: missing; expected a CSV with columns {','.join(cols)} (one row per image, pixels), or give --data.init_args.point_fn.")
-        reader = csv.DictReader(io.StringIO(read_text(path)))
+        reader = csv_reader(path)
         missing = [c for c in cols if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: no column(s) {missing} in its header {reader.fieldnames}; name them with --data.init_args.file_column / x_column / y_column.")
         out, seen = [], {}
-        for row in reader:
+        for row in csv_rows(reader, path):
             where = f"{path}, row {reader.line_num}"
             name = (row[self.file_column] or "").strip()
             img = image_file(folder, name, self.suffix)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import NamedTuple
 
 from .base import DataError
-from .checks import read_text
+from .checks import csv_reader, csv_rows
 
 # how to fix a bad CSV, per message (the Planet preset words them for its fixed layout)
 HINTS = {
@@ -46,27 +44,26 @@ def read_tag_csv(
     known = None if classes is None else set(classes)
     sep = "space-separated" if label_delim in (None, "", " ") else f"separated by '{label_delim}'"
     rows, seen = [], {}
-    with io.StringIO(read_text(path), newline="") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        if file_column not in cols or label_column not in cols:
-            raise DataError(f"{path}: expected the columns '{file_column},{label_column}'; found {cols}.{hints['columns']}")
-        for row in reader:
-            line, name = reader.line_num, (row[file_column] or "").strip()
-            tags, where = split_tags(row[label_column], label_delim), f"{path}, line {reader.line_num}"
-            if None in row:
-                raise DataError(f"{where}: {len(cols) + len(row[None])} fields for the {len(cols)} columns {cols} (tags are {sep}).")
-            if not name:
-                raise DataError(f"{where}: empty {file_column}.")
-            if not tags and not allow_empty:
-                raise DataError(f"{where} ({name}): empty {label_column} field; {hints['empty']}")
-            unknown = [t for t in tags if known is not None and t not in known]
-            if unknown:
-                raise DataError(f"{where} ({name}): unknown tag(s) {unknown}; known tags: {' '.join(classes)} (set --data.init_args.classes to change the list).")
-            if name in seen:
-                raise DataError(f"{where}: duplicate {file_column} '{name}' (first on line {seen[name]}).")
-            seen[name] = line
-            rows.append(TagRow(name, tags, line, row))
+    reader = csv_reader(path)
+    cols = reader.fieldnames or []
+    if file_column not in cols or label_column not in cols:
+        raise DataError(f"{path}: expected the columns '{file_column},{label_column}'; found {cols}.{hints['columns']}")
+    for row in csv_rows(reader, path):
+        line, name = reader.line_num, (row[file_column] or "").strip()
+        tags, where = split_tags(row[label_column], label_delim), f"{path}, line {reader.line_num}"
+        if None in row:
+            raise DataError(f"{where}: {len(cols) + len(row[None])} fields for the {len(cols)} columns {cols} (tags are {sep}).")
+        if not name:
+            raise DataError(f"{where}: empty {file_column}.")
+        if not tags and not allow_empty:
+            raise DataError(f"{where} ({name}): empty {label_column} field; {hints['empty']}")
+        unknown = [t for t in tags if known is not None and t not in known]
+        if unknown:
+            raise DataError(f"{where} ({name}): unknown tag(s) {unknown}; known tags: {' '.join(classes)} (set --data.init_args.classes to change the list).")
+        if name in seen:
+            raise DataError(f"{where}: duplicate {file_column} '{name}' (first on line {seen[name]}).")
+        seen[name] = line
+        rows.append(TagRow(name, tags, line, row))
     if not rows:
         raise DataError(f"{path}: no rows.")
     return rows

@@ -89,24 +89,34 @@ class FeedbackStore:
         self.inputs = self.folder / INPUTS
         if task is None and not self.db.is_file():
             raise FeedbackError(f"{self.db}: no feedback database here (the serving folder's feedback.db, written by serve.py).")
-        self.inputs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.inputs.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file given as the folder, a read-only bundle: one line (serve.py's start-up)
+            raise FeedbackError(f"{self.folder}: cannot hold the feedback store ({e.strerror or e}); pass --feedback DIR, a folder on a writable disk.") from None
         self._lock = threading.Lock()
-        with self._connect() as con:
-            con.executescript(SCHEMA)
-            columns = {row[1] for row in con.execute("PRAGMA table_info(feedback)")}
-            for column in ("idempotency_key", "request_sha256", "files_sha256"):
-                if column not in columns:  # a store written before keys (or file hashes) existed
-                    con.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
-            con.executescript(KEYED)
-            self.task, self.classes = read_store_meta(con)
-            if task is not None and self.task is None:
-                con.executemany("INSERT INTO meta VALUES (?, ?)", [("task", task), ("classes", json.dumps(classes or [])), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
-                self.task, self.classes = task, list(classes or [])
+        try:
+            with self._connect() as con:
+                self._open(con, task, classes)
+        except sqlite3.DatabaseError as e:  # truncated or not SQLite, read-only
+            raise FeedbackError(f"{self.db}: unusable feedback database ({e}); move it aside or pass another --feedback folder.") from None
         if task is not None and self.task != task:
             raise FeedbackError(f"{self.db}: holds '{self.task}' feedback, not '{task}'; use another --feedback folder.")
         if classes is not None and self.classes and list(classes) != self.classes:
             raise FeedbackError(f"{self.db}: was written for other classes ({len(self.classes)} vs {len(classes)}); use another --feedback folder.")
         self._clean_temporaries()
+
+    def _open(self, con: sqlite3.Connection, task: str | None, classes: list[str] | None) -> None:
+        """The tables (older stores get the newer columns) and the store's task and classes."""
+        con.executescript(SCHEMA)
+        columns = {row[1] for row in con.execute("PRAGMA table_info(feedback)")}
+        for column in ("idempotency_key", "request_sha256", "files_sha256"):
+            if column not in columns:  # a store written before keys (or file hashes) existed
+                con.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
+        con.executescript(KEYED)
+        self.task, self.classes = read_store_meta(con)
+        if task is not None and self.task is None:
+            con.executemany("INSERT INTO meta VALUES (?, ?)", [("task", task), ("classes", json.dumps(classes or [])), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
+            self.task, self.classes = task, list(classes or [])
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.db, timeout=30, isolation_level=None)

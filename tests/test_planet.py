@@ -382,5 +382,8 @@ def test_resnet50_config_uses_the_lesson_stages(run_cli, tmp_path):
         "--pictures.show_batch", "false", "--pictures.show_results", "false",
     ])
     stages = next(c for c in cli.trainer.callbacks if type(c).__name__ == "Stages")
-    assert [s.epochs for s in stages.stages] == [5, 5, 5, 5] and [s.freeze_to for s in stages.stages] == [-1, 0, -1, 0]
+    configured = cli.config["fit"]["trainer"]["callbacks"][0]["init_args"]["stages"]
+    assert [s["epochs"] for s in configured] == [5, 5, 5, 5] and [s["freeze_to"] for s in configured] == [-1, 0, -1, 0]
+    # --trainer.max_epochs 1 below the 4 stages: the first stage alone, one epoch, its one-cycle complete
+    assert [s.epochs for s in stages.stages] == [1] and [s.freeze_to for s in stages.stages] == [-1]
     assert cli.datamodule.size == (128, 128) and cli.model.net.backbone_name == "resnet50"

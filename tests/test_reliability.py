@@ -384,3 +384,61 @@ def test_max_epochs_0_is_refused_in_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
         cli_main(["fit", "--task", "planet", "--run_dir", str(tmp_path / "run"), "--trainer.max_epochs", "0"])
     assert str(e.value).startswith("error: --trainer.max_epochs 0 trains nothing")
+
+
+def test_serve_start_up_faults_of_the_feedback_store_are_one_line(tmp_path):
+    """serve.py's --feedback: a truncated feedback.db, a file where the folder should be: one line each."""
+    from models.feedback import FeedbackError
+    from serving.feedback import FeedbackStore
+
+    good = FeedbackStore(tmp_path / "fb", task="multilabel", classes=["a", "b"])
+    good.add(b"jpeg", ".jpg", {"tags": ["a"]})
+    db = tmp_path / "fb" / "feedback.db"
+    for extra in db.parent.glob("feedback.db-*"):  # the WAL's side files: the database is the file alone
+        extra.unlink()
+    db.write_bytes(db.read_bytes()[:1000])  # truncated (a copy cut short, a full disk)
+    with pytest.raises(FeedbackError) as e:
+        FeedbackStore(tmp_path / "fb", task="multilabel", classes=["a", "b"])
+    assert str(e.value).startswith(f"{db}: unusable feedback database (") and "\n" not in str(e.value)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(FeedbackError) as e:
+        FeedbackStore(a_file, task="multilabel", classes=["a", "b"])
+    assert str(e.value).startswith(f"{a_file}: cannot hold the feedback store (") and "--feedback DIR" in str(e.value)
+
+
+def test_csv_fields_as_long_as_a_review_are_read_and_a_broken_row_is_one_line(tmp_path):
+    from datamodules.base import DataError
+    from datamodules.checks import csv_reader, csv_rows
+
+    long_caption = "word " * 60_000  # 300 KB, over Python's default field limit (131072)
+    path = tmp_path / "labels.csv"
+    path.write_text(f'image_name,tags,caption\na,sky,"{long_caption}"\nb,sea,short\n', encoding="utf-8")
+    rows = list(csv_rows(csv_reader(path), path))
+    assert [r["image_name"] for r in rows] == ["a", "b"] and len(rows[0]["caption"]) == len(long_caption)
+    import datamodules.checks as checks
+
+    checks.CSV_FIELD_LIMIT = 100_000  # beyond the limit (64 MB; here 100 KB): one line naming the row
+    try:
+        with pytest.raises(DataError) as e:
+            list(csv_rows(csv_reader(path), path))
+    finally:
+        checks.CSV_FIELD_LIMIT = 64 << 20
+    assert str(e.value).startswith(f"{path}, line 2: not a readable CSV row (field larger than field limit") and "\n" not in str(e.value)
+
+
+def test_a_class_only_in_valid_is_a_data_error_naming_it(tmp_path):
+    from PIL import Image
+
+    from datamodules.base import DataError
+    from datamodules.classify import ClassifyDataModule
+
+    for split, classes in (("train", ("cat", "dog")), ("valid", ("cat", "dog", "cow"))):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (i * 40, 80, 120)).save(tmp_path / split / cls / f"{cls}{i}.png")
+    dm = ClassifyDataModule(root=str(tmp_path), size=32, num_workers=0, store=False)
+    with pytest.raises(DataError) as e:
+        dm.setup("fit")
+    assert str(e.value).startswith(f"class folder {tmp_path / 'valid' / 'cow'}: class 'cow' is in the validation split but has no training image")
