@@ -5,6 +5,8 @@
 * :func:`load_tensors`, ``torch.load(..., weights_only=True)`` with one-line errors: tensors, plain
   containers and numbers only. A pickle that would import or call anything else is refused
   before it runs.
+* :func:`net_spec` / :func:`build_net`: a network as data (its registry name and ``init_args``) and
+  back, without pretrained downloads (a checkpoint or bundle brings the weights).
 * :func:`non_finite_weights`: what is wrong with weights holding NaN or inf (a diverged run's), which
   nothing validates, exports or serves.
 """
@@ -50,6 +52,23 @@ def network_name(net: Any) -> str:
     raise UnsafeFileError(
         f"{type(net).__module__}.{type(net).__qualname__}: not one of the project's networks ({', '.join(NETWORKS)}), so a bundle could not name it."
     )
+
+
+def net_spec(net: Any) -> dict:
+    """``{"name": registry name, "init_args": ...}``: what rebuilds ``net`` (plain data)."""
+    return {"name": network_name(net), "init_args": dict(getattr(net, "init_args", {}))}
+
+
+def build_net(spec: dict) -> Any:
+    """The network a :func:`net_spec` describes, untrained (no pretrained weights fetched: the caller
+    loads trained ones); :class:`UnsafeFileError` for a name not on the allow-list."""
+    cls = network_class(spec.get("name"))
+    args = dict(spec.get("init_args") or {})
+    if "weights" in args:
+        args["weights"] = None
+    if "pretrained" in args:
+        args["pretrained"] = False
+    return cls(**args)
 
 
 def _reason(e: BaseException) -> str:

@@ -57,6 +57,31 @@ class BaseTask(pl.LightningModule):
         self.channels_last = False  # set by callbacks.MemoryFormat: images enter the net channels-last
         self.fit_schedule = True  # a one-cycle over the whole fit; callbacks.Stages builds one per stage instead
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The network as data (``models.registry.net_spec``), so :meth:`load_from_checkpoint` needs no config."""
+        from models.registry import UnsafeFileError, net_spec
+
+        try:
+            checkpoint["net"] = net_spec(self.net)
+        except UnsafeFileError:  # a network of the user's own: load_from_checkpoint then needs net=
+            pass
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, weights_only=True, **kwargs):
+        """Lightning's ``load_from_checkpoint``, with the network rebuilt from the checkpoint's own record
+        (``net=`` still overrides it): ``PlanetTask.load_from_checkpoint("runs/.../last.ckpt")``."""
+        if "net" not in kwargs:
+            from models.registry import build_net, load_tensors
+
+            spec = load_tensors(checkpoint_path).get("net")
+            if spec is None:
+                raise TypeError(f"{checkpoint_path}: the checkpoint does not record its network (written before it did, or a network "
+                                "of your own): pass net=... to load_from_checkpoint")
+            kwargs["net"] = build_net(spec)
+        if weights_only is False:
+            raise ValueError("weights_only=False is refused: checkpoints are loaded as data only")
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs)
+
     def init_metrics(self) -> None:
         """One metric collection per stage; call at the end of the subclass's ``__init__``."""
         for s in STAGES:

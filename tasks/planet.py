@@ -155,6 +155,7 @@ class PlanetTask(BaseTask):
         return {n: round(float(t), 4) for n, t in zip(self.class_names, self.thresholds)}
 
     def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
         # readable copy; the ``thresholds`` buffer in the state dict is what loading uses
         checkpoint["tag_thresholds"] = self.tag_thresholds()
 

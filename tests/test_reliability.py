@@ -442,3 +442,19 @@ def test_a_class_only_in_valid_is_a_data_error_naming_it(tmp_path):
     with pytest.raises(DataError) as e:
         dm.setup("fit")
     assert str(e.value).startswith(f"class folder {tmp_path / 'valid' / 'cow'}: class 'cow' is in the validation split but has no training image")
+
+
+@pytest.mark.parametrize("task", ["planet", "camvid", "biwi"])
+def test_load_from_checkpoint_needs_only_the_path(run_cli, task):
+    """A checkpoint records its network as data (registry name + init_args): Lightning's
+    ``load_from_checkpoint(path)`` rebuilds the task with the trained weights, no config, nothing downloaded."""
+    cli, run = run_cli(["--task", task, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+                        "--pictures.show_batch", "false", "--pictures.show_results", "false", "--interpretation.enabled", "false"])
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cls = type(cli.model)
+    model = cls.load_from_checkpoint(ckpt)
+    trained = cli.model.state_dict()
+    assert type(model.net) is type(cli.model.net) and set(model.state_dict()) == set(trained)
+    assert all(torch.equal(v.cpu(), trained[k].cpu()) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="weights_only=False is refused"):
+        cls.load_from_checkpoint(ckpt, weights_only=False)
