@@ -1,42 +1,36 @@
-"""The LR range test (Smith 2015, fastai's ``lr_find``) on Lightning's own LR finder.
+"""The LR range test (Smith 2015, fastai's ``lr_find``) as a trial inside the fit.
 
-:class:`RangeFinder` is Lightning's ``LearningRateFinder``: the sweep runs through the trainer's
-own fit loop -- its precision, accumulation and clipping, the hooks, among them the datamodule's
-``on_after_batch_transfer`` (the device augmentation) -- on the trainer's optimizer with its
-settings; Lightning then restores weights, optimizer, schedulers and loops from a checkpoint, and
-the RNG is isolated. Around it, what Lightning's finder does not do for a stage of training:
+:func:`range_test` raises the LR geometrically from ``min_lr`` to ``max_lr``, one optimizer step
+per LR, on the trainer's own optimizer and the task's ``model_step`` (a :class:`callbacks.trial.Trial`:
+the trainer's precision, accumulation, clipping and device augmentation; weights, optimizer, RNG
+and the fit's loader left as they were). Layer groups below ``freeze_to`` keep LR 0, as in the stage
+the test is for. The raw losses are recorded (the rules in ``callbacks.lr_suggest`` smooth on their
+own); the test stops early where the loss is no longer finite or its smoothed value passes
+:data:`STOP_FACTOR` times the lowest one (fastai's rule), after :data:`MIN_FIND_STEPS` steps.
 
-* frozen layer groups keep the stage's LR 0: an optimizer step pre-hook sets it before every step
-  (Lightning's scheduler sweeps every parameter group);
-* raw losses: Lightning records a smoothed loss whose debiasing counts the trainer's global step;
-  :func:`unsmooth` undoes it exactly, and the rules (``callbacks.lr_suggest``) smooth on their own;
-* Lightning's divergence stop holds only for a sweep that starts at step 0 (later its best loss
-  reads 0 and it stops after one step), so a later sweep runs all its steps and the rules cut the curve;
-* the sweep is not cut short by the end of the fit's epochs, runs no validation, and leaves the
-  training loader on the epoch it was on.
-
-:func:`report` adds the suggestions, the plot and a JSON record; :func:`lr_find` is the
-``lr_find`` subcommand (a sweep at the start of a fit that then stops).
+:func:`report` adds the suggestions, the plot and a JSON record; :class:`FindAtStart` runs a test
+at the start of a fit that then stops (the ``lr_find`` subcommand).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from contextlib import contextmanager
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pytorch_lightning.callbacks import LearningRateFinder
-from pytorch_lightning.utilities.exceptions import _TunerExitException
+import pytorch_lightning as pl
 
 from .lr_suggest import DEFAULT_RULE, Suggestion, smooth_centered, suggest_all
+from .trial import Trial
 
 # the one set of defaults of a range test: the lr_find subcommand and Stages' ``lr: find``
 FIND_DEFAULTS = {"min_lr": 1e-6, "max_lr": 1.0, "num_steps": 60}
 FIND_BUDGET = 0.15  # Stages' range tests: at most this share of the run's optimizer steps ...
 MIN_FIND_STEPS = 20  # ... and never fewer steps than this (a shorter curve means nothing)
+STOP_FACTOR = 4.0  # the test ends once the smoothed loss is this many times its lowest ...
+STOP_BETA = 0.98  # ... smoothed as fastai's (a debiased running mean)
 
 
 def budget_steps(num_steps: int, run_steps: int, budget: float | None) -> tuple[int, str]:
@@ -49,7 +43,6 @@ def budget_steps(num_steps: int, run_steps: int, budget: float | None) -> tuple[
         return 0, (f"no range test: {MIN_FIND_STEPS} steps would be {MIN_FIND_STEPS / max(run_steps, 1):.0%} of this run's "
                    f"{run_steps} optimizer steps (budget {budget:.0%}: find_budget)")
     return steps, ""
-LIGHTNING_BETA = 0.98  # the smoothing of Lightning's _LRCallback
 
 
 @dataclass
@@ -58,129 +51,51 @@ class RangeTest:
     losses: list[float] = field(default_factory=list)
 
 
-def unsmooth(smoothed, steps, beta: float = LIGHTNING_BETA) -> list[float]:
-    """The raw losses behind Lightning's recorded ones: ``avg = beta * avg + (1 - beta) * loss``,
-    recorded as ``avg / (1 - beta ** (step + 1))`` with ``step`` the trainer's global step (NaN where
-    a step returned no loss, the average then unchanged)."""
-    out, prev = [], 0.0
-    for value, step in zip(smoothed, steps):
-        if not np.isfinite(value):  # a NaN/inf loss makes every later point non-finite too
-            out.append(float(value))
-            continue
-        avg = float(value) * (1 - beta ** (step + 1))
-        out.append((avg - beta * prev) / (1 - beta))
-        prev = avg
-    return out
-
-
 def first_trainable(freeze_to: int, n_groups: int) -> int:
     """The first layer group that trains under ``freeze_to`` (fastai's: ``-1`` only the head)."""
     return freeze_to if freeze_to >= 0 else max(0, n_groups + freeze_to)
 
 
-def set_train_epoch(trainer) -> None:
-    """Tell the training loader's sampler the current epoch (Lightning did so before the sweep,
-    on the loader the sweep's restore replaced)."""
-    loaders = trainer.train_dataloader
-    for dl in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
-        for s in (getattr(dl, "sampler", None), getattr(getattr(dl, "batch_sampler", None), "sampler", None)):
-            if callable(getattr(s, "set_epoch", None)):
-                s.set_epoch(trainer.current_epoch)
+def diverging(losses: list[float], factor: float = STOP_FACTOR, beta: float = STOP_BETA, min_steps: int = MIN_FIND_STEPS) -> bool:
+    """Whether a range test should stop after ``losses``: the last is not finite, or (after
+    ``min_steps``) the smoothed loss is over ``factor`` times its lowest so far."""
+    if not math.isfinite(losses[-1]):
+        return True
+    avg, smoothed = 0.0, []
+    for i, x in enumerate(losses):
+        avg = beta * avg + (1 - beta) * x
+        smoothed.append(avg / (1 - beta ** (i + 1)))
+    return len(losses) >= min_steps and smoothed[-1] > factor * min(smoothed)
 
 
-@contextmanager
-def fresh_fit_loop(trainer):
-    """The fit loop ready for a trial run from inside a fit (a range test, a mini-run): no epoch
-    limit, no validation, a fresh epoch -- the trial's step limit makes the loop "restart" from the
-    state it finds, and a finished epoch would run no batch -- and fresh loaders (the epoch's are used
-    up); the epoch limit, validation and a disabled progress bar (the finder enables it, even on
-    rank > 0) are put back after. The trial itself restores weights, optimizer and loops. Lightning's
-    info lines about it ("`Trainer.fit` stopped", "Restoring states from ...", one of each per trial)
-    are held back: the stage's own ``[stages]`` line says what it found."""
-    loop = trainer.fit_loop
-    saved = loop.max_epochs, trainer.check_val_every_n_epoch
-    bar = trainer.progress_bar_callback
-    bar_on = bar is not None and bar.is_enabled
-    lightning_log = logging.getLogger("pytorch_lightning")
-    level = lightning_log.level
-    lightning_log.setLevel(max(logging.WARNING, level))
-    try:
-        loop.max_epochs, trainer.check_val_every_n_epoch = -1, 2**31
-        epoch = loop.epoch_loop
-        for progress in (epoch.batch_progress, epoch.scheduler_progress, epoch.automatic_optimization.optim_progress):
-            progress.reset_on_run()
-        loop._combined_loader = None
-        yield loop
-    finally:
-        if bar is not None and not bar_on:
-            bar.disable()
-        loop.max_epochs, trainer.check_val_every_n_epoch = saved
-        lightning_log.setLevel(level)
+def range_test(trainer, pl_module, num_steps: int = FIND_DEFAULTS["num_steps"], min_lr: float = FIND_DEFAULTS["min_lr"],
+               max_lr: float = FIND_DEFAULTS["max_lr"], freeze_to: int = 0) -> RangeTest:
+    """The curve of training loss against LR, from inside a fit (any hook once the trainer has its
+    optimizer); nothing it did remains."""
+    n_groups = len(trainer.optimizers[0].param_groups)
+    first = first_trainable(freeze_to, n_groups)
+    test = RangeTest()
+    if first >= n_groups:  # nothing trains: no curve
+        return test
+    with Trial(trainer, pl_module) as trial:
+        for lr in np.geomspace(min_lr, max_lr, num_steps):
+            test.lrs.append(float(lr))
+            test.losses.append(trial.step([0.0] * first + [float(lr)] * (n_groups - first)))
+            if trainer.strategy.reduce_boolean_decision(diverging(test.losses), all=False):
+                break
+    return test
 
 
-class RangeFinder(LearningRateFinder):
-    """Lightning's LR finder for a stage: :meth:`sweep` runs it now, with the layer groups below
-    ``freeze_to`` frozen, and returns the raw curve (it runs at no hook by itself).
+class FindAtStart(pl.Callback):
+    """A range test when training starts (the first stage's data settings are in place by then),
+    after which the fit ends without training: :attr:`result` holds the curve."""
 
-    Args:
-        min_lr: first LR of the sweep.
-        max_lr: last LR of the sweep.
-        num_steps: optimizer steps in the sweep.
-        freeze_to: first trainable layer group (``-1``: the head only, ``0``: everything).
-    """
+    def __init__(self, **find):
+        self.find, self.result = find, RangeTest()
 
-    def __init__(self, min_lr: float = FIND_DEFAULTS["min_lr"], max_lr: float = FIND_DEFAULTS["max_lr"],
-                 num_steps: int = FIND_DEFAULTS["num_steps"], freeze_to: int = 0):
-        super().__init__(min_lr=min_lr, max_lr=max_lr, num_training_steps=num_steps, update_attr=False)
-        self.freeze_to = freeze_to
-        self.result: RangeTest | None = None
-
-    def on_fit_start(self, trainer, pl_module):
-        return  # only on demand
-
-    def sweep(self, trainer, pl_module) -> RangeTest:
-        start = trainer.global_step
-        self._early_stop_threshold = 4.0 if start == 0 else None
-        groups = trainer.optimizers[0].param_groups
-        first = first_trainable(self.freeze_to, len(groups))
-        if first >= len(groups):  # nothing trains: no curve
-            self.result = RangeTest()
-            return self.result
-        frozen = groups[:first]
-
-        def frozen_at_zero(optimizer, args, kwargs):  # before each step: the stage's LR 0 (as with DDP too)
-            for g in frozen:
-                g["lr"] = 0.0
-
-        handle = trainer.optimizers[0].register_step_pre_hook(frozen_at_zero)
-        strategy, remove = trainer.strategy, trainer.strategy.remove_checkpoint
-
-        def remove_once_all_restored(path):  # Lightning's finder: rank 0 deleted it while others still read it
-            strategy.barrier("range test restored")
-            remove(path)
-
-        strategy.remove_checkpoint = remove_once_all_restored
-        save = trainer.save_checkpoint  # the finder's own full-state checkpoint, saved with weights_only stated
-        trainer.save_checkpoint = lambda path, weights_only=False, storage_options=None: save(path, weights_only, storage_options)
-        try:
-            with fresh_fit_loop(trainer):
-                self.lr_find(trainer, pl_module)
-        finally:
-            handle.remove()
-            del strategy.remove_checkpoint, trainer.save_checkpoint
-        set_train_epoch(trainer)
-        for p in pl_module.parameters():
-            p.grad = None  # the sweep's last gradients (every step starts by zeroing them)
-        results = self.optimal_lr.results if self.optimal_lr is not None else {"lr": [], "loss": []}
-        lrs, smoothed = [float(v) for v in results["lr"]], [float(v) for v in results["loss"]]
-        self.result = RangeTest(lrs[: len(smoothed)], unsmooth(smoothed, range(start + 1, start + 1 + len(smoothed))))
-        return self.result
-
-
-class _FindAtFitStart(RangeFinder):
-    def on_fit_start(self, trainer, pl_module):
-        self.sweep(trainer, pl_module)
-        raise _TunerExitException()  # as Lightning's Tuner.lr_find: the fit ends once the sweep is done
+    def on_train_start(self, trainer, pl_module):
+        self.result = range_test(trainer, pl_module, **self.find)
+        trainer.should_stop = True
 
 
 def lr_axes(fig, ax, xlabel: str, ylabel: str, title: str) -> None:
@@ -235,13 +150,16 @@ def report(test: RangeTest, out_dir: Path, rule: str = DEFAULT_RULE, name: str =
 
 
 def lr_find(trainer, model, datamodule, out_dir: Path, rule: str = DEFAULT_RULE, freeze_to: int = 0, name: str = "lr_find",
-            fallback: float | None = None, **find) -> tuple[Suggestion, dict[str, Suggestion], Path]:
+            fallback: float | None = None, keep: tuple = (), **find) -> tuple[Suggestion, dict[str, Suggestion], Path]:
     """A range test at the start of ``trainer.fit(model, datamodule)``, which then ends (nothing is
-    trained); ``find``: :data:`FIND_DEFAULTS` overrides."""
-    finder = _FindAtFitStart(**{**FIND_DEFAULTS, **find}, freeze_to=freeze_to)
-    trainer.callbacks = [finder, *trainer.callbacks]
+    trained): only the callbacks of the types in ``keep`` run with it (e.g. the recipe's stages, for
+    their data settings), and no sanity check. ``find``: :data:`FIND_DEFAULTS` overrides."""
+    finder = FindAtStart(**{**FIND_DEFAULTS, **find}, freeze_to=freeze_to)
+    callbacks, sanity = trainer.callbacks, trainer.num_sanity_val_steps
+    trainer.callbacks = [finder, *(c for c in callbacks if isinstance(c, keep))]
+    trainer.num_sanity_val_steps = 0
     try:
         trainer.fit(model, datamodule=datamodule)
     finally:
-        trainer.callbacks = [c for c in trainer.callbacks if c is not finder]
-    return report(finder.result or RangeTest(), out_dir, rule, name, fallback)
+        trainer.callbacks, trainer.num_sanity_val_steps = callbacks, sanity
+    return report(finder.result, out_dir, rule, name, fallback)

@@ -10,28 +10,24 @@ the loss before the mini-runs (otherwise none helped, and the fallback LR is kep
 are the range test's ``edge`` LR times :data:`SWEEP_FACTORS` (the edge errs low, never high, in the
 benchmarks), or around the fallback LR where the range test has no edge.
 
-Every mini-run goes through the trainer's own fit loop (precision, accumulation, clipping, the
-datamodule's ``on_after_batch_transfer`` augmentation) and is undone from a full checkpoint, with
-the RNG isolated, as Lightning's LR finder does: training after a sweep is the training without it.
+Every mini-run is a :class:`callbacks.trial.Trial` (the trainer's precision, accumulation, clipping
+and device augmentation) from the same weights, optimizer state, RNG and batches, all put back after:
+training after a sweep is the training without it.
 The planning and the choice are pure functions (:func:`plan_sweep`, :func:`candidates`, :func:`choose`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from copy import deepcopy
 
 import numpy as np
 import torch
-from pytorch_lightning.loggers.logger import DummyLogger
-from pytorch_lightning.utilities.seed import isolate_rng
-from pytorch_lightning.utilities.types import LRSchedulerConfig
+from pytorch_lightning.utilities import move_data_to_device
 
 from tasks.schedule import one_cycle
 
-from .lr_finder import MIN_FIND_STEPS, fresh_fit_loop, lr_axes, set_train_epoch
+from .lr_finder import MIN_FIND_STEPS, lr_axes
+from .trial import Trial
 
 SWEEP_RULE = "sweep"
 CENTRE_RULE = "edge"  # the range-test rule whose LR the candidates multiply
@@ -113,19 +109,18 @@ def val_batches(trainer, n: int = VAL_BATCHES) -> list:
 
 
 def val_loss(trainer, pl_module, batches: list) -> float:
-    """Mean loss of ``pl_module.model_step`` over ``batches``, as validation runs (eval mode, no
-    gradients, the trainer's precision, no training augmentation)."""
+    """Mean loss of ``pl_module.model_step`` over ``batches`` as validation sees them: eval mode, no
+    gradients, the trainer's precision, moved to the device as they are (the datamodule's transfer
+    hook augments training batches only)."""
     was_training = pl_module.training
     pl_module.eval()
-    trainer.validating = True  # the datamodule augments only while the trainer is training
     try:
         losses = []
         with torch.no_grad(), trainer.precision_plugin.val_step_context():
             for batch in batches:
-                loss, _, _ = pl_module.model_step(trainer.strategy.batch_to_device(batch), "val")
+                loss, _, _ = pl_module.model_step(move_data_to_device(batch, trainer.strategy.root_device), "val")
                 losses.append(float(loss))
     finally:
-        trainer.training = True
         pl_module.train(was_training)
     return float(np.mean(losses))
 
@@ -134,41 +129,15 @@ def mini_runs(trainer, pl_module, lr_sets: list[list[float]], steps: int, pct_st
               n_val: int = VAL_BATCHES) -> tuple[float, list[float]]:
     """The validation loss (on the first ``n_val`` validation batches) now, and after ``steps``
     optimizer steps of one-cycle at each of ``lr_sets`` (LRs per parameter group), each from the
-    current state, which is put back after each."""
-    loop, strategy = trainer.fit_loop, trainer.strategy
-    path = strategy.broadcast(os.path.join(trainer.default_root_dir, f".lr_sweep_{uuid.uuid4()}.ckpt"))
-    scores = []
-    with isolate_rng(), fresh_fit_loop(trainer):
-        batches = val_batches(trainer, n_val)  # (a loader's iterator draws its seed from torch's RNG)
-        start = val_loss(trainer, pl_module, batches)
-        trainer.save_checkpoint(path, weights_only=False)
-        kept = {"configs": strategy.lr_scheduler_configs, "callbacks": trainer.callbacks, "loggers": trainer.loggers,
-                "max_steps": loop.epoch_loop.max_steps, "loop": deepcopy(loop.state_dict())}
-
-        def put_back():  # the trainer's own schedule, callbacks, loggers and loop (Lightning's finder does the same)
-            strategy.lr_scheduler_configs, trainer.callbacks, trainer.loggers = kept["configs"], kept["callbacks"], kept["loggers"]
-            loop.epoch_loop.max_steps = kept["max_steps"]
-            loop.load_state_dict(deepcopy(kept["loop"]))
-
-        try:
-            for lrs in lr_sets:
-                trainer.callbacks, trainer.logger = [], DummyLogger() if trainer.logger is not None else None
-                strategy.lr_scheduler_configs = [LRSchedulerConfig(one_cycle(trainer.optimizers[0], lrs, steps, pct_start), interval="step")]
-                loop.restarting, loop._combined_loader = False, None
-                loop.epoch_loop.max_steps = trainer.global_step + steps
-                loop.run()
-                scores.append(val_loss(trainer, pl_module, batches))
-                put_back()  # (before the restore: the checkpoint's schedule state goes into the trainer's own)
-                trainer._checkpoint_connector.restore(path)  # weights, optimizer, loops as before the mini-run
-                loop.restarting = loop.epoch_loop.restarting = False
-        finally:
-            put_back()
-            strategy.barrier("lr sweep restored")
-            strategy.remove_checkpoint(path)
-            loop.epoch_loop.val_loop._combined_loader = None
-            loop._combined_loader = None
-            loop.setup_data()
-    set_train_epoch(trainer)
-    for p in pl_module.parameters():
-        p.grad = None
+    current state and the same training batches; the state is put back after."""
+    with Trial(trainer, pl_module) as trial:
+        batches = val_batches(trainer, n_val)
+        start, scores = val_loss(trainer, pl_module, batches), []
+        for lrs in lr_sets:
+            trial.restart()
+            schedule = one_cycle(trial.optimizer, lrs, steps, pct_start)
+            for _ in range(steps):
+                trial.step()
+                schedule.step()
+            scores.append(val_loss(trainer, pl_module, batches))
     return start, scores

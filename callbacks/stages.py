@@ -18,7 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.types import LRSchedulerConfig
 
-from .lr_finder import FIND_BUDGET, FIND_DEFAULTS, RangeFinder, budget_steps, report
+from .lr_finder import FIND_BUDGET, FIND_DEFAULTS, budget_steps, range_test, report
 from .lr_suggest import RULES
 from .nan_guard import finite_json
 from .lr_sweep import CENTRE_RULE, SWEEP_FACTORS, SWEEP_RULE, candidates, choose, mini_runs, plan_sweep, sweep_figure
@@ -204,7 +204,7 @@ class Stages(pl.Callback):
              f"max LR per group {[f'{v:.2e}' for v in lrs]}, size {size}, batch {getattr(trainer.datamodule, 'batch_size', None)}")
 
     def _find(self, trainer, pl_module, stage: Stage, k: int, n_groups: int, fallback: float) -> tuple[float, int]:
-        """The stage's LR from a range test on the trainer (:class:`callbacks.lr_finder.RangeFinder`)
+        """The stage's LR from a range test (:func:`callbacks.lr_finder.range_test`)
         and its rule, or with ``rule: sweep`` the best of short runs around its edge
         (:mod:`callbacks.lr_sweep`); ``fallback`` (the model's ``lr``; logged, with the reason) where there is none; and the
         optimizer steps that finding it took."""
@@ -217,8 +217,7 @@ class Stages(pl.Callback):
         if not steps:
             _say(trainer, f"stage {k + 1}: {why}; keeping LR {fallback:.2e}")
             return fallback, 0
-        finder = RangeFinder(min_lr=self.min_lr, max_lr=self.max_lr, num_steps=steps, freeze_to=stage.freeze_to)
-        test = finder.sweep(trainer, pl_module)
+        test = range_test(trainer, pl_module, num_steps=steps, min_lr=self.min_lr, max_lr=self.max_lr, freeze_to=stage.freeze_to)
         sugg, _, plot = report(test, run_dir(trainer), rule=CENTRE_RULE if sweep else stage.rule, name=f"lr_find-stage-{k + 1}", fallback=fallback)
         if trainer.is_global_zero:
             _log_plot(trainer, plot)

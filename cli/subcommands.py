@@ -38,7 +38,7 @@ class KitTrainer(Trainer):
         rule: str | None = None,
         freeze_to: int | None = None,
     ) -> float | None:
-        """LR range test (Lightning's LR finder, see ``callbacks/lr_finder.py``): plot, suggestion,
+        """LR range test (``callbacks/lr_finder.py``) at the first stage's settings: plot, suggestion,
         and the model and optimizer left as they were.
 
         Args:
@@ -52,7 +52,7 @@ class KitTrainer(Trainer):
         rule = rule or (first.rule if first else DEFAULT_RULE)
         freeze_to = freeze_to if freeze_to is not None else (first.freeze_to if first else 0)
         sugg, every, plot = range_test(self, model, datamodule, Path(self.default_root_dir), rule=rule, freeze_to=freeze_to,
-                                       min_lr=min_lr, max_lr=max_lr, num_steps=num_steps, fallback=float(model.lr))
+                                       min_lr=min_lr, max_lr=max_lr, num_steps=num_steps, fallback=float(model.lr), keep=(Stages,))
         _print_suggestions(every, sugg, rule, plot, float(model.lr))
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):

@@ -1,4 +1,4 @@
-"""The LR range test on Lightning's finder: no trace left, the stage's frozen groups and device
+"""The LR range test as a trial inside the fit: no trace left, the stage's frozen groups and device
 augmentation, raw losses, and "no suggestion" with the reason and the fallback LR."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from callbacks import Stage, Stages
-from callbacks.lr_finder import FIND_DEFAULTS, RangeFinder, unsmooth
+from callbacks.lr_finder import FIND_DEFAULTS, diverging, range_test
 from callbacks.lr_suggest import suggest, suggest_all
 from datamodules.base import BaseDataModule
 from datamodules.batch_augment import BatchAugment
@@ -147,7 +147,7 @@ def test_frozen_groups_stay_frozen_in_the_sweep(tmp_path):
                 moved.update(n for n, p in pl_module.named_parameters() if not torch.equal(p, before[n]))
 
             handle = opt.register_step_post_hook(after_step)
-            RangeFinder(min_lr=1e-5, max_lr=1.0, num_steps=10, freeze_to=stage.freeze_to).sweep(trainer, pl_module)
+            range_test(trainer, pl_module, num_steps=10, min_lr=1e-5, max_lr=1.0, freeze_to=stage.freeze_to)
             handle.remove()
             seen["moved"] = moved
             seen["lrs"] = lrs
@@ -185,15 +185,14 @@ def test_a_later_stage_falls_back_to_the_models_lr_not_the_previous_heads(tmp_pa
     assert "keeping LR 3.00e-03" in capsys.readouterr().out
 
 
-def test_unsmooth_inverts_lightnings_recorded_losses():
-    raw = [2.0, 1.9, 1.7, 1.8, float("nan"), float("nan")]
-    for start in (0, 500):  # a sweep at the start of fit, and one later (global step 500)
-        avg, smoothed = 0.0, []
-        for i, x in enumerate(raw):
-            avg = 0.98 * avg + 0.02 * x  # Lightning's _LRCallback
-            smoothed.append(avg / (1 - 0.98 ** (start + i + 2)))
-        back = unsmooth(smoothed, range(start + 1, start + 1 + len(raw)))
-        assert np.allclose(back[:4], raw[:4], rtol=1e-9) and all(np.isnan(back[4:]))
+def test_the_test_stops_where_the_loss_diverges_or_is_not_finite():
+    calm = [2.0 - 0.01 * i for i in range(30)]
+    assert not any(diverging(calm[: i + 1]) for i in range(30))
+    assert diverging(calm[:5] + [float("nan")])  # at once, whatever the step
+    blow_up = calm[:20] + [2.0 * 3**i for i in range(10)]
+    stops = [i for i in range(len(blow_up)) if diverging(blow_up[: i + 1])]
+    assert stops and 20 < stops[0] < len(blow_up)  # a few steps after the climb starts (the mean is smoothed)
+    assert not diverging([1.0] * 5 + [100.0], min_steps=20)  # not before min_steps
 
 
 @pytest.mark.parametrize("curve, why", [
