@@ -17,10 +17,9 @@ import signal
 import sys
 import warnings
 
-from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning import Callback, LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks import MemoryFormat, Pictures, PredictionWriter, Recorder
@@ -83,9 +82,15 @@ class KitCLI(LightningCLI):
         # the text datamodules tokenize with the model's backbone (also where lr_find sets them up without a trainer)
         parser.link_arguments("model.init_args.net.init_args.backbone", "data.init_args.backbone", apply_on="parse")
 
-    def _parse_ckpt_path(self) -> None:
+    def parse_arguments(self, parser, args) -> None:
         """The model comes from the config and command line only; ``--ckpt_path`` brings the weights
-        and training state (Lightning would otherwise parse the checkpoint's hparams over the options)."""
+        and training state: it is held back until the classes are built (LightningCLI would parse a
+        checkpoint's hyper-parameters over the options)."""
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        self.held_ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if self.held_ckpt_path is not None:
+            self.config[sub].ckpt_path = None
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -98,6 +103,8 @@ class KitCLI(LightningCLI):
 
     def before_instantiate_classes(self):
         cfg = self.cfg
+        if getattr(self, "held_ckpt_path", None) is not None:
+            cfg.ckpt_path = self.held_ckpt_path
         if self.subcommand in ("fit", None) and cfg.trainer.get("max_epochs") == 0:
             raise SystemExit("error: --trainer.max_epochs 0 trains nothing; give 1 or more (to score a checkpoint: validate --ckpt_path PATH).")
         if cfg.trainer.get("precision") is None:
@@ -107,13 +114,16 @@ class KitCLI(LightningCLI):
         point_into(cfg, self.run_dir, cfg.get("name") or default_name(cfg))
         self.init_weights = checkpoint_args.weights_only_source(cfg, self.subcommand)
         checkpoint_args.check_exists(cfg)
-        self.resumes_in_place = checkpoint_args.resumes_in(cfg, self.subcommand, self.run_dir)
+        if checkpoint_args.resumes_in(cfg, self.subcommand, self.run_dir):  # its checkpoints are expected there
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # (cli_main's scope)
         rank_zero_print(f"Run folder: {self.run_dir}")
         if (line := checkpoint_args.describe(cfg, self.subcommand)) is not None:
             rank_zero_print(line)
 
     def instantiate_classes(self):
         super().instantiate_classes()
+        if self.subcommand is not None:  # checkpoints are read as data only (one line if not loadable)
+            checkpoint_args.loading_kwargs(self.config_init[self.subcommand], self.subcommand)
         if getattr(self, "init_weights", None):
             rank_zero_print(f"Weights only from {checkpoint_args.load_init_weights(self.model, self.init_weights)}")
 
@@ -124,6 +134,7 @@ class KitCLI(LightningCLI):
         if trainer.loggers:  # every parameter group's LR as a scalar per step (W&B's charts), not only the PNG
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         trainer.callbacks.append(NanGuard())  # non-finite loss/gradients/weights stop the run; saves finite only
+        trainer.callbacks.append(RecordStop(self))  # after ExceptionCheckpoint: metrics.json names on_exception.ckpt
         return trainer
 
     def write_metrics(self, stage: str, status: str = "completed", error: str | None = None):
@@ -132,38 +143,6 @@ class KitCLI(LightningCLI):
         if path is not None:
             rank_zero_print(f"Metrics: {path}")
         return path
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        """Checkpoints are read as data only (one line if not loadable); a diverged fit still writes metrics.json."""
-        checkpoint_args.loading_kwargs(self.config_init[subcommand], subcommand)
-        try:
-            with warnings.catch_warnings():
-                if getattr(self, "resumes_in_place", False):  # a run going on in its own folder: its checkpoints are expected there
-                    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-                super()._run_subcommand(subcommand)
-        except TrainingDiverged as e:
-            self.write_metrics(subcommand, status="diverged", error=str(e))
-            raise
-        except SIGTERMException:  # Lightning's: saved on_exception.ckpt, then exits with status 0
-            self._stopped_by("SIGTERM", subcommand)
-            raise SystemExit(128 + signal.SIGTERM) from None
-        except SystemExit:  # Lightning's answer to Ctrl-C (after on_exception.ckpt): metrics.json says so too
-            if isinstance(self._exception_checkpoint().exception, KeyboardInterrupt):
-                self._stopped_by("Ctrl-C", subcommand)
-            raise
-        finally:
-            finish_wandb(self.trainer)
-
-    def _exception_checkpoint(self) -> ExceptionCheckpoint:
-        return next((c for c in self.trainer.callbacks if isinstance(c, ExceptionCheckpoint)), ExceptionCheckpoint(None))
-
-    def _stopped_by(self, what: str, subcommand: str) -> None:
-        ckpt = self._exception_checkpoint().path
-        msg = f"stopped by {what} at step {self.trainer.global_step}"
-        if ckpt is not None and ckpt.is_file():
-            msg += f"; saved {ckpt} (resume: --ckpt_path last --run_dir {self.run_dir})"
-        self.write_metrics(subcommand, status="interrupted", error=msg)
-        print(f"error: {msg}", file=sys.stderr, flush=True)
 
     def after_fit(self):
         self.write_metrics("fit")
@@ -178,31 +157,57 @@ class KitCLI(LightningCLI):
         rank_zero_print(f"Predictions: {self.run_dir / 'predictions'}")
 
 
-def finish_wandb(trainer) -> None:
-    """End the W&B runs this command started. Lightning leaves them open, so a second command in
-    the same process (a notebook, a test) would log into the first one's run."""
-    if any(isinstance(logger, WandbLogger) for logger in getattr(trainer, "loggers", None) or []):
-        import wandb
+class RecordStop(Callback):
+    """``metrics.json`` for a run an exception ends: ``diverged`` (the NaN guard) or ``interrupted``
+    (Ctrl-C, SIGTERM: with where it was saved and the command that resumes it)."""
 
-        if wandb.run is not None:  # the run a WandbLogger started (none before its first use)
-            wandb.run.finish()
+    def __init__(self, cli: KitCLI):
+        self.cli = cli
+
+    def on_exception(self, trainer, pl_module, exception):
+        cli = self.cli
+        if isinstance(exception, TrainingDiverged):
+            cli.write_metrics(cli.subcommand, status="diverged", error=str(exception))
+            return
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        what = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+        ckpt = next((c.path for c in trainer.callbacks if isinstance(c, ExceptionCheckpoint)), None)
+        msg = f"stopped by {what} at step {trainer.global_step}"
+        if ckpt is not None and ckpt.is_file():
+            msg += f"; saved {ckpt} (resume: --ckpt_path last --run_dir {cli.run_dir})"
+        cli.write_metrics(cli.subcommand, status="interrupted", error=msg)
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+
+
+def wandb_run():
+    """The W&B run in progress in this process, if any (``wandb`` is imported only where one is used)."""
+    wandb = sys.modules.get("wandb")
+    return None if wandb is None else wandb.run
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
     """Run the CLI on ``args`` (``sys.argv[1:]`` when None); returns the CLI object."""
+    argv = sys.argv
     if args is None:
         sys.argv[1:] = expand_task(sys.argv[1:])
-        return _make_cli(None, run)
-    args = expand_task(args)
-    if not run and args and args[0] in KitCLI.subcommands():
-        args = args[1:]  # without run there are no subcommands: the options configure fit
-    argv, sys.argv = sys.argv, sys.argv[:1]  # args replace the command line (e.g. pytest's own options)
+    else:
+        args = expand_task(args)
+        if not run and args and args[0] in KitCLI.subcommands():
+            args = args[1:]  # without run there are no subcommands: the options configure fit
+        sys.argv = sys.argv[:1]  # args replace the command line (e.g. pytest's own options)
+    before = wandb_run()
     try:
-        return _make_cli(args, run)
+        with warnings.catch_warnings():  # (filters a run adds end with it)
+            return _make_cli(args, run)
+    except SIGTERMException:  # Lightning's, after on_exception.ckpt and metrics.json: the signal's exit status
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         sys.argv = argv
-        if run:  # the run folder is free again: a notebook's or a test's next command may use it
-            unclaim_all()
+        if run:  # the run folder free again, the W&B run this command started ended (Lightning leaves it open):
+            unclaim_all()  # a notebook's or a test's next command starts clean
+            if (started := wandb_run()) is not None and started is not before:
+                started.finish()
 
 
 def _make_cli(args: list[str] | None, run: bool) -> KitCLI:

@@ -130,10 +130,8 @@ class ExceptionCheckpoint(Checkpoint):
 
     def __init__(self, path):
         self.path = None if path is None else Path(path)
-        self.exception: BaseException | None = None  # what stopped the run (the CLI's metrics.json tells Ctrl-C apart)
 
     def on_exception(self, trainer, pl_module, exception):
-        self.exception = exception
         trainer.save_checkpoint(str(self.path), weights_only=False)
 
     def teardown(self, trainer, pl_module, stage):

@@ -198,11 +198,12 @@ class BaseDataModule(pl.LightningDataModule):
         """The run's seed (``seed_everything``, else ``--data.seed``): shuffling and augmentation follow it."""
         return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
 
-    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, stage: str, shuffle: bool = False, tied: bool = True) -> DataLoader:
         """The loader of a split. Training: :class:`~datamodules.loaders.ResumableLoader` over an
         :class:`~datamodules.loaders.EpochSampler` (order and augmentation from seed and epoch
-        only, whatever the worker count; resumable mid-epoch). Every loader draws its worker seed
-        from its own generator, never from torch's global one."""
+        only, whatever the worker count; resumable mid-epoch: ``tied`` to the position this
+        datamodule saves in checkpoints). Every loader draws its worker seed from its own
+        generator, never from torch's global one."""
         ds = self.require(stage)
         common = dict(
             batch_size=self.batch_size,
@@ -216,7 +217,8 @@ class BaseDataModule(pl.LightningDataModule):
             return DataLoader(ds, shuffle=False, **common)
         trainer = self.trainer
         sampler = EpochSampler(ds, self.run_seed(), num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0)
-        return ResumableLoader(SeededDataset(ds), sampler=sampler, drop_last=len(ds) > self.batch_size, **self.resumable(), **common)
+        ties = self.resumable() if tied else {}
+        return ResumableLoader(SeededDataset(ds), sampler=sampler, drop_last=len(ds) > self.batch_size, **ties, **common)
 
     def resumable(self) -> dict:
         """A training :class:`~datamodules.loaders.ResumableLoader`'s ties to this datamodule."""
@@ -237,6 +239,11 @@ class BaseDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
+
+    def trial_dataloader(self):
+        """The training loader for trials inside a fit (the LR range test, the sweep's mini-runs):
+        the same batches, not tied to the run's saved position."""
+        return self._loader("train", shuffle=True, tied=False)
 
     def val_dataloader(self):
         return self._loader("valid")

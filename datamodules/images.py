@@ -143,9 +143,9 @@ class ImageDataModule(BaseDataModule):
         budget = self.store_budget_gb * 1e9 if mode == "auto" else None
         attach(ds, self.size, store_root(self.store_dir), self.num_workers, f"{stage} {self.size[0]}x{self.size[1]}", budget)
 
-    def _loader(self, stage: str, shuffle: bool = False):
+    def _loader(self, stage: str, shuffle: bool = False, tied: bool = True):
         self.use_store(stage)
-        return super()._loader(stage, shuffle)
+        return super()._loader(stage, shuffle, tied)
 
     def resize_dataset(self, stage: str, ds) -> None:
         ds.size = self.size

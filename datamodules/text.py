@@ -282,7 +282,7 @@ class TextDataModule(BaseDataModule):
         for ds in self.datasets.values():
             ds.max_length = size
 
-    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
-        # training: order from (seed, epoch) only, position saved in checkpoints (see datamodules/loaders.py)
-        resume = self.resumable() if shuffle else {}
+    def _loader(self, stage: str, shuffle: bool = False, tied: bool = True) -> DataLoader:
+        # training: order from (seed, epoch) only, position saved in checkpoints where tied (see datamodules/loaders.py)
+        resume = self.resumable() if shuffle and tied else {}
         return bucket_loader(self.require(stage), self.batch_size, shuffle, self.run_seed(), self.num_workers, self.tokenizer.pad_token_id or 0, **resume)
