@@ -88,11 +88,10 @@ def probe_image(path: Path) -> tuple[tuple[int, int], bool]:
         DataError: the file does not open as an image, or has a mode such as 32-bit float.
     """
     try:
-        with Image.open(path) as im:
-            refuse_mode(im, path)
-            complete = _complete(im, path)  # (PIL's verify must come right after the open)
-        with Image.open(path) as im:
-            return upright_size(im), complete  # as read_rgb reads it
+        with Image.open(path) as im:  # one open: the size (from the header and EXIF already parsed) before
+            refuse_mode(im, path)      # PNG's verify, which must come first of anything that reads the file
+            size = upright_size(im)  # as read_rgb reads it
+            return size, _complete(im, path)
     except DataError:
         raise
     except IMAGE_ERRORS as e:
