@@ -225,6 +225,9 @@ def _make_cli(args: list[str] | None, run: bool) -> KitCLI:
         # the model is built from the config and command line; --ckpt_path only brings weights and
         # training state (Lightning's default would put the checkpoint's hparams over CLI options)
         load_from_checkpoint_support=False,
+        # the optimizer is the task's --model.init_args.optimizer: the stages set its groups' LRs and
+        # one-cycle (LightningCLI's own --optimizer would replace them with one group of its own)
+        auto_configure_optimizers=False,
         trainer_defaults={
             "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"offline": True}},
         },

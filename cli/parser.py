@@ -47,6 +47,10 @@ def option_names(parser) -> list[str]:
     return [f"--{k}" for k in keys]
 
 
+# LightningCLI's options the kit replaces: where their job is done
+REPLACED = {"--optimizer": "--model.init_args.optimizer", "--lr_scheduler": "the stages' one-cycle (--trainer.callbacks.init_args.stages)"}
+
+
 def closest_hint(message: str, parser) -> str:
     """``"; did you mean --x?"`` for the first unknown ``--option`` the message names, where one is close."""
     wrong = re.findall(r"--[\w.\-]+", message)
@@ -54,7 +58,9 @@ def closest_hint(message: str, parser) -> str:
     for w in wrong:
         if w in known:
             continue
-        near = difflib.get_close_matches(w, known, n=1, cutoff=0.75)
+        if w in REPLACED:
+            return f"; did you mean {REPLACED[w]}?"
+        near = difflib.get_close_matches(w, known, n=1, cutoff=0.75) or [k for k in known if k.endswith("." + w[2:])][:1]
         if near:
             return f"; did you mean {near[0]}?"
     return ""

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from .schedule import one_cycle
@@ -42,17 +43,22 @@ class BaseTask(pl.LightningModule):
         lr: peak learning rate of the one-cycle schedule (the head's LR where stages set a slice).
         weight_decay: AdamW weight decay.
         pct_start: share of the steps spent warming up.
+        optimizer: another optimizer than AdamW, with its options (``--model.init_args.optimizer
+            torch.optim.SGD --model.init_args.optimizer.init_args.momentum 0.9``): it gets the
+            layer groups, and the stages set their LRs (frozen groups at 0) and its one-cycle.
     """
 
     kind: str = ""  # what the task predicts: multilabel, single, segmentation, points, text, lm
     hparams_ignore: tuple[str, ...] = ()  # options kept out of hparams and checkpoints (output choices)
 
-    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-2, pct_start: float = 0.25):
+    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-2, pct_start: float = 0.25,
+                 optimizer: OptimizerCallable | None = None):
         super().__init__()
         # Lightning reads the arguments of every __init__ from here down to the subclass's
-        self.save_hyperparameters(ignore=["net", *self.hparams_ignore])
+        # (the optimizer is code, not data: it stays out of checkpoints, which load as data only)
+        self.save_hyperparameters(ignore=["net", "optimizer", *self.hparams_ignore])
         self.net = net
-        self.lr, self.weight_decay, self.pct_start = lr, weight_decay, pct_start
+        self.lr, self.weight_decay, self.pct_start, self.make_optimizer = lr, weight_decay, pct_start, optimizer
         self.example: dict[str, Any] | None = None  # first validation batch with predictions, for pictures
         self.channels_last = False  # set by callbacks.MemoryFormat: images enter the net channels-last
         self.fit_schedule = True  # a one-cycle over the whole fit; callbacks.Stages builds one per stage instead
@@ -158,7 +164,10 @@ class BaseTask(pl.LightningModule):
 
     def configure_optimizers(self):
         groups = [{"params": g, "lr": self.lr} for g in self.layer_groups() if g]
-        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        if self.make_optimizer is None:
+            opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        else:  # the groups' LRs win over the optimizer's own lr option
+            opt = self.make_optimizer(groups)
         if not self.fit_schedule:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))

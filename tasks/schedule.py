@@ -18,6 +18,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, max_lrs: list[float], total_step
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=list(max_lrs), total_steps=total_steps, pct_start=pct,
         div_factor=div_factor, final_div_factor=final_div_factor, anneal_strategy="cos",
+        cycle_momentum=any(k in optimizer.defaults for k in ("momentum", "betas")),  # (as fastai: where the optimizer has one)
     )
 
 

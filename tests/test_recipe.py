@@ -314,3 +314,25 @@ def test_stage_size_fractions_of_the_data_size():
     assert stage_size(0.5, (360, 480)) == (180, 240) and stage_size(1.0, (96, 128)) == (96, 128)
     assert stage_size(0.5, 256) == 128 and stage_size(0.5, (32, 32)) == (32, 32)  # at least 32 a side
     assert stage_size([64, 96], (360, 480)) == (64, 96) and stage_size(128, 256) == 128 and stage_size(None, 64) is None
+
+
+def test_the_optimizer_option_trains_with_that_optimizer_under_the_stages(run_cli):
+    """``--model.init_args.optimizer`` is the optimizer that trains: its own options, the layer groups
+    with the stage's LRs (frozen at 0) and the stage's one-cycle (``Stages`` builds it on whatever the task made)."""
+    stages = '[{"epochs": 1, "freeze_to": -1, "lr": 0.01}]'
+    cli, run = run_cli(["--task", "planet", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                        "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.nesterov", "true",
+                        "--model.init_args.optimizer.init_args.momentum", "0.9", f"--trainer.callbacks.init_args.stages={stages}"])
+    opt = cli.trainer.optimizers[0]
+    assert type(opt) is torch.optim.SGD and all(g["nesterov"] for g in opt.param_groups) and len(opt.param_groups) > 1
+    assert opt.param_groups[0]["lr"] == 0.0 and opt.param_groups[-1]["lr"] > 0  # the frozen body, the head annealing
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_lightnings_own_optimizer_option_is_refused_in_one_line(capsys):
+    from train import cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--task", "planet", "--optimizer", "torch.optim.SGD", "--trainer.logger", "false"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert e.value.code == 2 and err[-1].startswith("error: ") and "did you mean --model.init_args.optimizer?" in err[-1], err
