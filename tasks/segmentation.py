@@ -8,15 +8,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from .base import BaseTask, class_names_for
-from .losses import lovasz_softmax, soft_dice_loss
 from .pictures import grid, palette, to_hwc
 from models.inference import mask_ids, scores
 from models.tta import active
+
+
+class Lovasz(LovaszLoss):
+    """smp's multiclass ``LovaszLoss``, 0 for a batch with no labelled pixel (smp returns an empty tensor)."""
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if not bool((y_true != self.ignore_index).any()):
+            return y_pred.sum() * 0.0
+        return super().forward(y_pred, y_true)
+
+
+def loss_terms(ignore_index: int) -> tuple[nn.Module, nn.Module]:
+    """smp's soft Dice and Lovasz-softmax losses over logits, pixels of ``ignore_index`` left out."""
+    return DiceLoss("multiclass", ignore_index=ignore_index), Lovasz("multiclass", ignore_index=ignore_index)
 
 
 class SegmentationTask(BaseTask):
@@ -27,12 +41,12 @@ class SegmentationTask(BaseTask):
         num_classes: number of classes (linked from the datamodule).
         void_index: class ignored by loss and metrics (the lesson's ``acc_camvid``), or None.
         class_names: names for pictures and exported bundles (linked from the datamodule).
-        dice_weight: weight of a soft Dice term added to the cross-entropy (0: plain cross-entropy);
-            Dice weighs every class alike, as mean IoU does.
+        dice_weight: weight of a soft Dice term (smp's ``DiceLoss``) added to the cross-entropy (0:
+            plain cross-entropy); Dice weighs every class alike, as mean IoU does.
         tta: validation, test and prediction average the probabilities of the image and of its
             horizontal mirror (flipped back).
-        lovasz_weight: weight of a Lovasz-softmax term (a convex surrogate of 1 - IoU per class,
-            ``tasks/losses.py``) added to the cross-entropy.
+        lovasz_weight: weight of a Lovasz-softmax term (smp's ``LovaszLoss``: a convex surrogate of
+            1 - IoU per class present, Berman et al. 2018) added to the cross-entropy.
         tta_fit: with ``tta``, fit's per-epoch validation averages too; false: only ``validate``,
             ``test``, ``predict`` and bundles.
     """
@@ -48,6 +62,7 @@ class SegmentationTask(BaseTask):
         self.dice_weight, self.tta, self.lovasz_weight, self.tta_fit = dice_weight, tta, lovasz_weight, tta_fit
         self.class_names = class_names_for(num_classes, class_names, strict=False)
         self.ignore_index = -100 if void_index is None else void_index
+        self.dice, self.lovasz = loss_terms(self.ignore_index)
         self.init_metrics()
 
     def make_metrics(self):
@@ -70,9 +85,9 @@ class SegmentationTask(BaseTask):
         if stage != "train":
             return loss, logits, y
         if self.dice_weight:
-            loss = loss + self.dice_weight * soft_dice_loss(logits, y, self.ignore_index)
+            loss = loss + self.dice_weight * self.dice(logits.float(), y)
         if self.lovasz_weight:
-            loss = loss + self.lovasz_weight * lovasz_softmax(logits, y, self.ignore_index)
+            loss = loss + self.lovasz_weight * self.lovasz(logits.float(), y)
         return loss, logits.detach()[:, :, ::2, ::2].argmax(1), y[:, ::2, ::2]
 
     def make_example(self, batch, preds, y):

@@ -71,9 +71,19 @@ def test_pictures_render():
     assert len(fig.axes) == 9
 
 
-def test_soft_dice_loss_perfect_wrong_and_void():
-    from tasks.segmentation import soft_dice_loss
+def soft_dice_loss(logits, target, ignore_index=-100):
+    from tasks.segmentation import loss_terms
 
+    return loss_terms(ignore_index)[0](logits, target)
+
+
+def lovasz_softmax(logits, target, ignore_index=-100):
+    from tasks.segmentation import loss_terms
+
+    return loss_terms(ignore_index)[1](logits, target)
+
+
+def test_soft_dice_loss_perfect_wrong_and_void():
     target = torch.tensor([[[0, 1], [2, 3]]])
     perfect = torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float() * 50
     assert soft_dice_loss(perfect, target) < 1e-3
@@ -113,10 +123,6 @@ def test_tta_maps_the_mirrored_prediction_back():
 
 
 def test_lovasz_softmax_is_one_minus_iou_on_hard_predictions():
-    import torch
-
-    from tasks.losses import lovasz_softmax
-
     target = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 2]]])  # 1 x 2 x 4; class 2 is void below
     pred = torch.tensor([[[0, 1, 1, 1], [0, 0, 1, 1]]])
     logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 50
@@ -131,12 +137,9 @@ def test_lovasz_softmax_is_one_minus_iou_on_hard_predictions():
     assert logits.grad.abs().sum() > 0
 
 
-def test_lovasz_softmax_all_classes_at_once_equals_the_per_class_reference():
-    """The classes sorted together (one column each) give the reference's loss and gradient
-    (Berman et al.'s code, one class at a time)."""
-    import torch
-
-    from tasks.losses import lovasz_softmax
+def test_lovasz_softmax_equals_the_reference_with_void_left_out():
+    """smp's loss as the task calls it gives the reference's loss and gradient (Berman et al.'s
+    code, one class at a time), void pixels left out."""
 
     def reference(logits, target, ignore_index):
         probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
