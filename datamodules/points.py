@@ -78,7 +78,7 @@ class PointsDataModule(ImageDataModule):
     """
 
     sample_name = "points"
-    feedback_task = "point"
+    feedback_task = "points"
     size_rule = (32, 1, "")
     batch_keys = {"point_key": "target"}
     # fastai's defaults with a constant border: reflection would show the object (not its point) twice

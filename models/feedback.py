@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .inference import task_name
+
 __all__ = ["DB", "INPUTS", "Example", "FeedbackError", "db_path", "read_examples", "read_feedback", "read_store_meta"]
 
 DB = "feedback.db"
@@ -59,7 +61,7 @@ def db_path(path: str | os.PathLike) -> Path:
 def read_store_meta(con: sqlite3.Connection) -> tuple[str | None, list[str]]:
     """(task type, class names) of an open store (None, [] before anything was written)."""
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-    return meta.get("task"), json.loads(meta.get("classes", "[]"))
+    return task_name(meta.get("task")), json.loads(meta.get("classes", "[]"))
 
 
 def read_examples(con: sqlite3.Connection, db: Path, check_files: bool = True) -> list[Example]:
@@ -78,7 +80,7 @@ def read_examples(con: sqlite3.Connection, db: Path, check_files: bool = True) -
                     raise FeedbackError(f"{db}, row {rid}: its {what} {path} is missing.")
                 if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                     raise FeedbackError(f"{db}, row {rid}: its {what} {path} was changed since it was stored (sha256 differs).")
-        out.append(Example(rid, task, db.parent / inp, correction, json.loads(pred) if pred else None, created))
+        out.append(Example(rid, task_name(task), db.parent / inp, correction, json.loads(pred) if pred else None, created))
     return out
 
 

@@ -30,6 +30,14 @@ __all__ = ["RESIZE", "DECISIONS", "clean_text", "decide_tags", "draft", "image_i
 
 RESIZE = {"area": cv2.INTER_AREA}  # bundle.json input.resize -> OpenCV interpolation (the datamodules' resize)
 DECISIONS = ("threshold", "tuned", "expected_f2")
+# what a model predicts: one name in tasks (their ``kind``), bundles, feedback stores and the page
+TASKS = ("multilabel", "classify", "segmentation", "points", "text")
+OLD_NAMES = {"point": "points"}  # in bundles and feedback stores written before the names were one
+
+
+def task_name(name):
+    """A task name as stored, in today's vocabulary (old spellings mapped; others as they are)."""
+    return OLD_NAMES.get(name, name) if isinstance(name, str) else name
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 # matplotlib's tab20 then tab20b (0..1 floats times 255, truncated): segmentation colours without matplotlib
@@ -107,7 +115,7 @@ def scores(kind: str, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
 
     * ``multilabel``: tag probabilities ``(B, C)``; ``tta``: averaged over the image's
       symmetries (8 for a square, 4 flips otherwise);
-    * ``single``: class probabilities ``(B, C)``; ``tta``: the image's and its mirror's averaged;
+    * ``classify``: class probabilities ``(B, C)``; ``tta``: the image's and its mirror's averaged;
     * ``segmentation``: class log-probabilities ``(B, C, H, W)``; ``tta``: the log of the mean of
       the image's and its mirror's (flipped back) probabilities;
     * ``points``: ``(B, 2)`` (x, y) in [-1, 1]; ``tta``: with the mirror's point mirrored back.
@@ -115,7 +123,7 @@ def scores(kind: str, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     if kind == "multilabel":
         probs = lambda v: torch.sigmoid(fn(v).float())  # noqa: E731
         return mean_scores(probs, x, group_for(*x.shape[-2:])) if tta else probs(x)
-    if kind == "single":
+    if kind == "classify":
         probs = lambda v: fn(v).float().softmax(-1)  # noqa: E731
         return mean_scores(probs, x, HFLIP) if tta else probs(x)
     if kind == "segmentation":
@@ -124,7 +132,7 @@ def scores(kind: str, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
         return mean_maps(lambda v: fn(v).float().softmax(1), x, HFLIP).clamp_min(1e-8).log()
     if kind == "points":
         return mean_points(lambda v: fn(v).float(), x, HFLIP) if tta else fn(x).float()
-    raise ValueError(f"kind {kind!r}: images are read by multilabel, single, segmentation or points models.")
+    raise ValueError(f"kind {kind!r}: images are read by multilabel, classify, segmentation or points models.")
 
 
 def text_probs(fn: Callable[..., torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

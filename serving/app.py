@@ -236,7 +236,7 @@ def _checked_correction(task: str, classes: list[str], corr: dict, image, mask: 
         if corr.get("label") not in classes:
             raise InputError(422, f'corrections are {{"label": one of {classes}}}, not {corr.get("label")!r}.')
         return {"label": corr["label"]}, None
-    if task == "point":
+    if task == "points":
         try:
             x, y = float(corr["x"]), float(corr["y"])
         except (KeyError, TypeError, ValueError, OverflowError):

@@ -34,21 +34,21 @@ from torch import nn
 
 from models.inference import image_input, palette
 
-from .bundle_format import BACKBONE, FORMAT, KIND_TASK, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, check_net, finite, is_bundle, read_meta, sha256_of, verify_files
+from .bundle_format import BACKBONE, FORMAT, META, TASKS, VERSION, WEIGHTS, BundleError, bundle_dir, check_net, finite, is_bundle, read_meta, sha256_of, verify_files
 
 __all__ = ["BACKBONE", "FORMAT", "META", "TASKS", "VERSION", "WEIGHTS", "Bundle", "BundleError", "bundle_dir", "export_bundle", "is_bundle",
            "load_bundle", "load_weights", "read_meta", "read_state", "sha256_of", "task_type", "trained_input_size", "verify_files"]
 
 
 def task_type(model: nn.Module) -> str:
-    """The bundle task type of a task from ``tasks/``, from its class-level ``kind``."""
+    """The bundle task type of a task from ``tasks/``: its class-level ``kind``."""
     kind = getattr(model, "kind", None)
-    if kind not in KIND_TASK:
+    if kind not in TASKS:
         raise BundleError(
-            f"{type(model).__name__}: nothing to serve (kind {kind!r}; export works for tags, single labels, masks, points and "
+            f"{type(model).__name__}: nothing to serve (kind {kind!r}; export works for tags, labels, masks, points and "
             "text classifiers; the masked LM of imdb_lm is stage 1 only)."
         )
-    return KIND_TASK[kind]
+    return kind
 
 
 def _normalize_of(net: nn.Module) -> dict[str, list[float]] | None:

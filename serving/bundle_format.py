@@ -9,15 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from models.inference import TASKS, task_name
 from models.registry import NETWORKS
 
 FORMAT = "lesson3-bundle"
 VERSION = 2  # 2: networks by registry name, safetensors weights, SHA-256 of every file
 META, WEIGHTS, BACKBONE = "bundle.json", "weights.safetensors", "backbone"
-TASKS = ("multilabel", "segmentation", "point", "text", "classify")
-# a task's class-level ``kind`` (models/inference.py) -> the bundle's task type, and back
-KIND_TASK = {"multilabel": "multilabel", "segmentation": "segmentation", "points": "point", "text": "text", "single": "classify"}
-TASK_KIND = {task: kind for kind, task in KIND_TASK.items()}
 
 
 class BundleError(ValueError):
@@ -51,6 +48,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise BundleError(f"{file}: not a {FORMAT} file (format {meta.get('format') if isinstance(meta, dict) else None!r}).")
     if meta.get("version") != VERSION:
         raise BundleError(f"{file}: bundle version {meta.get('version')}; this code reads version {VERSION} (export it again: python train.py export --ckpt_path CHECKPOINT).")
+    meta["task"] = task_name(meta.get("task"))
     if meta.get("task") not in TASKS:
         raise BundleError(f"{file}: unknown task {meta.get('task')!r} (expected one of {', '.join(TASKS)}).")
     for key in ("net", "input", "classes", "files"):
@@ -112,9 +110,9 @@ def check_net(folder: Path, meta: dict, net) -> None:
     """``bundle.json`` against the network it built: one output per class (two, x and y, for a point),
     and a text bundle's ``max_length`` within its encoder's positions; else one :class:`BundleError` line."""
     outputs = (getattr(net, "init_args", None) or {}).get("num_classes")
-    want = 2 if meta["task"] == "point" else len(meta["classes"])
+    want = 2 if meta["task"] == "points" else len(meta["classes"])
     if outputs is not None and outputs != want:
-        what = "x and y" if meta["task"] == "point" else f"{want} class name(s)"
+        what = "x and y" if meta["task"] == "points" else f"{want} class name(s)"
         raise BundleError(f"{folder / META}: lists {what} but its network has {outputs} output(s); export the bundle again.")
     config = getattr(getattr(net, "encoder", None), "config", None)
     limit = getattr(config, "max_position_embeddings", None)

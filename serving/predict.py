@@ -18,7 +18,6 @@ from models import inference
 
 from .batching import MicroBatcher
 from .bundle import Bundle
-from .bundle_format import TASK_KIND
 from .images import DECODE_SLOTS, DEFAULT_MAX_PIXELS, DecodeSlots, InputError, class_counts, exif_turned, mask_ids, open_image, png_bytes, to_rgb
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_MASK_PIXELS", "Decoded", "InputError", "Predictor", "png_base64", "png_bytes"]
@@ -66,7 +65,7 @@ class Predictor:
         self.tta = bool(bundle.meta.get("tta", False)) if tta is None else tta
         self.slots = DecodeSlots(decode_slots)
         self.meta = bundle.meta
-        self.kind = TASK_KIND[self.meta["task"]]
+        self.kind = self.meta["task"]
         self.device = next(bundle.net.parameters()).device
         self._lock = threading.Lock()
         self.images = MicroBatcher(self._scores, max_batch=16)  # inputs of one size: batchable
@@ -127,7 +126,7 @@ class Predictor:
         out = self.images(self.image_tensor(image.small))[0].cpu()
         if self.kind == "multilabel":
             return self._tags(out)
-        if self.kind == "single":
+        if self.kind == "classify":
             return inference.label_answer(self.meta["classes"], out)
         if self.kind == "points":
             return inference.point_answer(out, image.size)

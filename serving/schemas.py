@@ -70,4 +70,4 @@ class FeedbackAnswer(BaseModel):
     replayed: bool = Field(False, description="true: this idempotency key was stored before; nothing new was stored")
 
 
-ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "point": PointAnswer, "text": TextAnswer, "classify": LabelAnswer}
+ANSWERS = {"multilabel": TagsAnswer, "segmentation": MaskAnswer, "points": PointAnswer, "text": TextAnswer, "classify": LabelAnswer}

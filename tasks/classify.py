@@ -44,7 +44,7 @@ class ClassificationTask(BaseTask):
         top_losses: images in the top-losses picture (0: none).
     """
 
-    kind = "single"
+    kind = "classify"
 
     def __init__(
         self, net: nn.Module, num_classes: int = 2, class_names: list[str] | None = None, label_smoothing: float = 0.0, top_losses: int = 9, **kwargs

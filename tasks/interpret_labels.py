@@ -82,7 +82,7 @@ class MultiLabelCollector(Collector):
 class SingleLabelCollector(Collector):
     """One class per sample: softmax probabilities, class-id targets (``target``, or ``label`` for text)."""
 
-    kind = "single"
+    kind = "classify"
     target_key = "target"
     lists = ("probs", "targets")
 

@@ -305,7 +305,7 @@ def test_a_bundle_json_that_does_not_match_its_network_is_refused(tmp_path):
     assert str(e.value) == f"{tmp_path / 'bundle.json'}: lists 2 class name(s) but its network has 32 output(s); export the bundle again."
     check_net(tmp_path, {"task": "segmentation", "classes": [str(i) for i in range(32)], "input": {}}, seg)
     with pytest.raises(BundleError, match="lists x and y but its network has 3 output"):
-        check_net(tmp_path, {"task": "point", "classes": [], "input": {}}, SimpleNamespace(init_args={"num_classes": 3}))
+        check_net(tmp_path, {"task": "points", "classes": [], "input": {}}, SimpleNamespace(init_args={"num_classes": 3}))
     text = SimpleNamespace(init_args={"num_classes": 2}, encoder=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=512)))
     with pytest.raises(BundleError, match="lists 0 class name"):
         check_net(tmp_path, {"task": "text", "classes": [], "input": {"max_length": 256}}, text)

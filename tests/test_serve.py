@@ -91,7 +91,7 @@ def test_bundle_is_self_contained_and_matches_the_model(bundles, task, monkeypat
 
     b = bundles[task]
     meta = json.loads((b["bundle"] / "bundle.json").read_text())
-    assert meta["task"] == {"camvid": "segmentation", "planet": "multilabel", "biwi": "point", "imdb": "text"}[task]
+    assert meta["task"] == {"camvid": "segmentation", "planet": "multilabel", "biwi": "points", "imdb": "text"}[task]
     assert meta["name"] == task and meta["classes"] == list(getattr(b["model"], "class_names", []))
     assert meta["net"]["init_args"].get("weights", None) is None and meta["source_checkpoint"] == str(b["ckpt"])
     assert meta["net"]["name"] == {"camvid": "UNet", "imdb": "TransformerClassifier"}.get(task, "TimmClassifier") and "class_path" not in meta["net"]
@@ -140,8 +140,13 @@ def test_export_needs_a_checkpoint_and_reports_bad_bundles(bundles, tmp_path):
     (broken / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match=r"weights\.safetensors: unreadable weights"):
         load_bundle(broken)
-    with pytest.raises(SystemExit, match="a 'point' bundle cannot initialise a 'multilabel' model"):
+    with pytest.raises(SystemExit, match="a 'points' bundle cannot initialise a 'multilabel' model"):
         cli(["validate", "--task", "planet", "--ckpt_path", str(bundles["biwi"]["bundle"]), *SMALL["planet"]], tmp_path / "runs")
+    old = tmp_path / "old"  # written when a points bundle said "point": read in today's name
+    shutil.copytree(bundles["biwi"]["bundle"], old)
+    meta = json.loads((old / "bundle.json").read_text())
+    (old / "bundle.json").write_text(json.dumps({**meta, "task": "point"}))
+    assert load_bundle(old).task == "points"
 
 
 def test_bundles_serve_one_pass_unless_export_asks_for_tta(bundles, tmp_path):
@@ -163,7 +168,7 @@ def test_health_info_and_openapi(clients, bundles):
     for task, c in clients.items():
         assert c.get("/health").json()["status"] == "ok"
         info = c.get("/info").json()
-        assert info["task"] in ("multilabel", "segmentation", "point", "text") and bool(info["classes"]) == (task != "biwi")
+        assert info["task"] in ("multilabel", "segmentation", "points", "text") and bool(info["classes"]) == (task != "biwi")
         meta = json.loads((bundles[task]["bundle"] / "bundle.json").read_text())
         assert info["tta"] is bool(meta.get("tta", False))  # the page shows it
         schema = c.get("/openapi.json").json()
@@ -324,7 +329,7 @@ def test_feedback_is_stored_and_joins_the_training_split(task, clients, bundles)
         dm.setup("fit")
         reviews = dm.datasets["train"].reviews
         assert reviews.texts[-1] == "Loved every minute of it." and reviews.labels[-1] == truth
-    wrong = {"planet": "point", "camvid": "multilabel", "biwi": "text", "imdb": "segmentation"}[task]
+    wrong = {"planet": "points", "camvid": "multilabel", "biwi": "text", "imdb": "segmentation"}[task]
     from serving.feedback import FeedbackError, read_feedback
 
     with pytest.raises(FeedbackError, match=f"holds '{c.app.state.store.task}' feedback; this datamodule trains '{wrong}'"):

@@ -50,7 +50,7 @@ def make_task(kind: str):
         task = SegmentationTask(UNet(num_classes=4, encoder="tu-tf_efficientnet_lite0", weights=None), num_classes=4, class_names=list("abcd"), void_index=3)
     elif kind == "points":
         task = PointRegressionTask(TimmClassifier(num_classes=2, **LITE), zero_head=False, tta=True)
-    elif kind == "single":
+    elif kind == "classify":
         task = ClassificationTask(TimmClassifier(num_classes=3, **LITE), num_classes=3, class_names=["cat", "dog", "owl"])
     else:
         task = TextClassificationTask(TransformerClassifier(num_classes=2), num_classes=2, class_names=["negative", "positive"])
@@ -69,7 +69,7 @@ def datamodule(kind: str, folder: Path):
         from datamodules.camvid import CamVidDataModule
 
         return CamVidDataModule(root=None, **common)
-    cls = {"multilabel": MultiLabelDataModule, "segmentation": SegmentationDataModule, "points": PointsDataModule, "single": ClassifyDataModule}[kind]
+    cls = {"multilabel": MultiLabelDataModule, "segmentation": SegmentationDataModule, "points": PointsDataModule, "classify": ClassifyDataModule}[kind]
     return cls(root=str(folder), **common)
 
 
@@ -104,7 +104,7 @@ def differ(a: float, b: float, by: float) -> bool:
     return abs(a - b) > by
 
 
-@pytest.mark.parametrize("kind", ["multilabel", "segmentation", "points", "single"])
+@pytest.mark.parametrize("kind", ["multilabel", "segmentation", "points", "classify"])
 def test_predict_step_and_predict_agree_on_images(kind, images, tmp_path):
     folder = tmp_path / "predict"
     folder.mkdir()
@@ -123,7 +123,7 @@ def test_predict_step_and_predict_agree_on_images(kind, images, tmp_path):
             assert got == {c: pytest.approx(float(p), abs=2e-4) for c, p in zip(task.class_names, want["probs"])}
             assert sorted(ans["predicted"]) == sorted(want["tags"]) and meta["decision"] == "tuned"
             assert [t["threshold"] for t in sorted(ans["tags"], key=lambda t: task.class_names.index(t["tag"]))] == [0.3, 0.5, 0.7]
-        elif kind == "single":
+        elif kind == "classify":
             assert ans["label"] == want["label"] and ans["probability"] == pytest.approx(want["probability"], abs=2e-4)
         elif kind == "points":
             assert (ans["x"], ans["y"]) == (pytest.approx(want["x_px"], abs=0.02), pytest.approx(want["y_px"], abs=0.02))
@@ -137,7 +137,7 @@ def test_predict_step_and_predict_agree_on_images(kind, images, tmp_path):
     a, b = answers["a.jpg"], answers["b.jpg"]
     if kind == "multilabel":
         assert differ(a["tags"][0]["probability"], b["tags"][0]["probability"], 1e-3) or a["tags"][0]["tag"] != b["tags"][0]["tag"]
-    elif kind == "single":
+    elif kind == "classify":
         assert a["probabilities"] != b["probabilities"]
     elif kind == "points":
         assert differ(a["x"] / a["width"], b["x"] / b["width"], 1e-3)
@@ -253,7 +253,7 @@ def test_a_large_jpeg_decodes_drafted_as_training_reads_it(tmp_path):
     from types import SimpleNamespace
 
     data = noise_jpeg(tmp_path / "big.jpg", 480, 640, 5)
-    meta = {"task": "point", "classes": [], "input": {"size": [32, 48], "resize": "area", "draft": True}}
+    meta = {"task": "points", "classes": [], "input": {"size": [32, 48], "resize": "area", "draft": True}}
     pred = Predictor(SimpleNamespace(meta=meta, net=torch.nn.Linear(1, 1), palette=None))
     got = pred.decode(data)
     want = cv2.resize(read_rgb(tmp_path / "big.jpg", draft=(48, 32)), (48, 32), interpolation=cv2.INTER_AREA)

@@ -144,7 +144,7 @@ function render() {
   } else if (t === "multilabel") {
     box.append(el("div", {}, el("strong", {}, "Tags: "), r.predicted.length ? r.predicted.join(", ") : "(none)"));
     box.append(scoreTable(r.tags.map((x) => ({ name: x.tag, p: x.probability, yes: x.predicted, note: `≥ ${x.threshold}` }))));
-  } else if (t === "point") {
+  } else if (t === "points") {
     box.append(el("div", {}, el("strong", {}, "Head centre: "), `x ${r.x.toFixed(1)}, y ${r.y.toFixed(1)} px (image ${r.width}×${r.height})`));
   } else {
     box.append(el("div", {}, el("strong", {}, "Classes in the image")));
@@ -168,7 +168,7 @@ function draw() {
   if (S.img) ctx.drawImage(S.img, 0, 0, w, h); else { ctx.fillStyle = "#ddd"; ctx.fillRect(0, 0, w, h); }
   const t = S.info.task;
   if (t === "segmentation") overlay(ctx, S.fixIds || S.ids, w, h);
-  if (t === "point") {
+  if (t === "points") {
     dot(ctx, r.x, r.y, "#e22", w);
     if (S.point) dot(ctx, S.point.x, S.point.y, "#1c3", w);
   }
@@ -211,7 +211,7 @@ function openFix() {
   } else if (t === "text" || t === "classify") {
     help.textContent = "The right label:";
     ctl.append(...S.info.classes.map((n) => el("label", {}, el("input", { type: "radio", name: "label", value: n, checked: n !== S.result.label }), ` ${n}`)));
-  } else if (t === "point") {
+  } else if (t === "points") {
     help.textContent = "Click the right head centre on the photo (green).";
     $("canvas").classList.add("pick");
   } else {
@@ -238,7 +238,7 @@ function rect(d) {
 function setupCanvasInput() {
   const c = $("canvas");
   c.onclick = (e) => {
-    if ($("fix").hidden || S.info.task !== "point") return;
+    if ($("fix").hidden || S.info.task !== "points") return;
     S.point = canvasXY(e); draw();
     status(`New point: x ${S.point.x.toFixed(1)}, y ${S.point.y.toFixed(1)}. Send it when right.`);
   };
@@ -292,7 +292,7 @@ async function sendFix() {
         form.append("correction", JSON.stringify({ label: label.value }));
       } else if (t === "multilabel") {
         form.append("correction", JSON.stringify({ tags: [...document.querySelectorAll("input[name=tag]:checked")].map((x) => x.value) }));
-      } else if (t === "point") {
+      } else if (t === "points") {
         if (!S.point) throw new Error("click the right point on the photo first");
         form.append("correction", JSON.stringify({ x: S.point.x, y: S.point.y }));
       } else {
