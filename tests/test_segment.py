@@ -14,6 +14,7 @@ from PIL import Image
 
 from datamodules import CamVidDataModule, DataError
 from datamodules.segment import SegmentationDataModule
+from recheck import assert_metrics_recomputed, training_losses
 from train import _user_error
 
 COLOURS = np.array([[40, 40, 40], [200, 60, 60], [60, 200, 60], [60, 60, 200]], np.uint8)
@@ -140,9 +141,10 @@ def test_trains_one_epoch_end_to_end(layout, tmp_path, run_cli):
     assert cli.model.void_index == (None if layout == "sibling" else 3)
     m = json.loads((run / "metrics.json").read_text())
     assert m["status"] == "completed"
-    for key in ("val/acc", "val/miou", "val/loss", "train/loss"):
-        assert np.isfinite(m["metrics"][key]), key
-    assert 0 <= m["metrics"]["val/acc"] <= 1
+    # void-free pixel accuracy and mean IoU of the final weights on the validation masks, counted here
+    assert_metrics_recomputed(cli, m["metrics"], ("val/acc", "val/miou"))
+    losses = training_losses(cli)  # it learns: the last step's loss about half the first's (0.51-0.59 over seeds 0-3, 42)
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0], losses
 
 
 def test_segment_task_alone_uses_the_sample_overlay(capsys):

@@ -14,6 +14,7 @@ from tasks.planet import PlanetTask
 from tasks.pointreg import PointRegressionTask
 from tasks.segmentation import SegmentationTask
 from models.tta import HFLIP, IDENTITY, Flip, dihedral, flips, group_for, mean_maps, mean_points, mean_scores
+from recheck import assert_metrics_recomputed
 
 
 def dot_image(h: int, w: int, row: int, col: int, b: int = 1) -> torch.Tensor:
@@ -183,9 +184,11 @@ def test_planet_cli_fit_and_predict_with_tta_and_expected_f2(run_cli, tmp_path):
     common = ["--data.init_args.root", str(root), "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "8",
               "--data.init_args.size", "32", "--model.init_args.tta", "true", "--model.init_args.decision", "expected_f2",
               "--pictures.show_batch", "false"]
-    _, run_dir = run_cli(["--task", "planet", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"])
+    fit, run_dir = run_cli(["--task", "planet", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"])
     m = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    assert 0 <= m["val/f2_expected"] <= 1 and 0 <= m["val/f2"] <= 1
+    assert fit.model.tta and not fit.model.tta_fit  # planet.yaml: fit's validation is plain, TTA from validate/predict on
+    # F2 at 0.2 and of each image's expected-F2 set: the final weights' on the 3 validation images, scored with sklearn
+    assert_metrics_recomputed(fit, m, ("val/f2", "val/f2_expected"))
     cli, pred_run = run_cli(["predict", "--task", "planet", *common, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
     assert cli.model.tta and cli.model.decision == "expected_f2"
     rows = (pred_run / "submission.csv").read_text().splitlines()
@@ -248,7 +251,13 @@ def test_tta_decision_benchmark_runs(tmp_path):
     r = json.loads(out.read_text())
     assert sorted((x["fold"], x["tta"]) for x in r["planet"]) == [(0, False), (0, True), (1, False), (1, True)]
     assert sum(x["images"] for x in r["planet"] if x["tta"]) == 12  # every image scored once
-    assert all(0 <= x[rule] <= 1 for x in r["planet"] for rule in ("f2@0.2", "tuned", "expected_f2"))
+    for x in r["planet"]:  # auto: the thresholds tuned on the other folds where their two-fold check won, else 0.2
+        assert x["auto"] == x["tuned" if x["auto_used_tuned"] else "f2@0.2"], x
+    plain, flipped = ({x["fold"]: x for x in r["planet"] if x["tta"] == tta} for tta in (False, True))
+    for rule in ("f2@0.2", "tuned", "auto", "expected_f2"):  # the summary (and the md drawn from it) is the folds' means
+        assert r["summary"]["planet"][rule]["mean"] == pytest.approx((plain[0][rule] + plain[1][rule]) / 2)
+        assert r["summary"]["planet"][f"{rule} +tta"]["mean"] == pytest.approx((flipped[0][rule] + flipped[1][rule]) / 2)
+        assert r["summary"]["planet_tta_gain"][rule]["mean"] == pytest.approx(sum(flipped[k][rule] - plain[k][rule] for k in (0, 1)) / 2)
     assert r["summary"]["biwi_frames"] == 4 and len(r["biwi"]) == 4
     assert (tmp_path / "r.md").read_text().startswith("# Test-time augmentation")
 

@@ -34,15 +34,32 @@ def test_unet_encoder_gets_the_packaged_weights():
     assert not torch.equal(scratch.unet.encoder.model.state_dict()["conv_stem.weight"], ref["conv_stem.weight"])
 
 
-def test_unavailable_weights_fail_with_a_hint(monkeypatch):
+@pytest.fixture
+def empty_caches(monkeypatch, tmp_path):
+    """The hub offline and every weights cache timm, smp and torch read an empty folder under ``tmp_path``:
+    whatever this machine has cached, no resnet34 weights can be found."""
+    import huggingface_hub.constants as hub
+    import torch.hub
+    from timm.models._hub import get_cache_dir
+
+    home, caches = tmp_path / "hf", tmp_path / "cache"
+    for var, path in (("HF_HOME", home), ("HF_HUB_CACHE", home / "hub"), ("HUGGINGFACE_HUB_CACHE", home / "hub"),
+                      ("TORCH_HOME", tmp_path / "torch"), ("XDG_CACHE_HOME", caches)):
+        monkeypatch.setenv(var, str(path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub (timm's and smp's downloads) reads its environment once, at import
+    for name, value in (("HF_HOME", str(home)), ("HF_HUB_CACHE", str(home / "hub")), ("HUGGINGFACE_HUB_CACHE", str(home / "hub")), ("HF_HUB_OFFLINE", True)):
+        monkeypatch.setattr(hub, name, value)
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # a torch.hub.set_dir() elsewhere would win over TORCH_HOME
+    assert torch.hub.get_dir().startswith(str(tmp_path)) and get_cache_dir().startswith(str(tmp_path)) and hub.is_offline_mode()
+    return tmp_path
+
+
+def test_unavailable_weights_fail_with_a_hint(empty_caches):
     with pytest.raises(WeightsUnavailableError, match="weights null"):
         TimmClassifier(num_classes=3, backbone="resnet34", weights="imagenet")
 
 
-def test_unavailable_unet_weights_fail_with_a_hint(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+def test_unavailable_unet_weights_fail_with_a_hint(empty_caches):
     with pytest.raises(WeightsUnavailableError, match="weights null"):
         UNet(num_classes=3, encoder="resnet34", weights="imagenet")

@@ -36,7 +36,9 @@ def test_whole_run_benchmark_times_both_arms_and_the_phases(tmp_path):
     assert pair["project"]["returncode"] == 0 and pair["plain"]["returncode"] == 0
     assert row["ratio"] == pytest.approx(pair["project"]["seconds"] / pair["plain"]["seconds"])
     assert {"val/acc", "val/miou"} <= set(pair["project"]["metrics"]) and {"val/acc", "val/miou"} == set(pair["plain"]["metrics"])
-    assert 0.0 < pair["plain"]["metrics"]["val/acc"] < 1.0  # computed from the 2 validation frames, not a constant
+    assert row["train_images"] == 4 and row["valid_images"] == 2  # the plain arm's manifest: the frames written above
+    plain = pair["plain"]["metrics"]  # (its scoring: test_plain_script_scores_f2_per_image_and_void_free_segmentation)
+    assert f"| val/acc {plain['val/acc']:.4f}, val/miou {plain['val/miou']:.4f} |" in out.with_suffix(".md").read_text()
     phases = row["project_phases"]
     assert phases["training steps"] > 0 and phases["start-up: interpreter, imports, config"] > 0 and phases["validation steps and metrics"] > 0
     parts = sum(v for k, v in phases.items() if k != "whole run")
