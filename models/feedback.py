@@ -15,7 +15,6 @@ with the task type and class names, a ``feedback`` table with one row per correc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .inference import task_name
+from .weights import sha256_of
 
 __all__ = ["DB", "INPUTS", "Example", "FeedbackError", "db_path", "read_examples", "read_feedback", "read_store_meta"]
 
@@ -78,7 +78,7 @@ def read_examples(con: sqlite3.Connection, db: Path, check_files: bool = True) -
                 path = db.parent / rel
                 if not path.is_file():
                     raise FeedbackError(f"{db}, row {rid}: its {what} {path} is missing.")
-                if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                if sha256_of(path) != digest:
                     raise FeedbackError(f"{db}, row {rid}: its {what} {path} was changed since it was stored (sha256 differs).")
         out.append(Example(rid, task_name(task), db.parent / inp, correction, json.loads(pred) if pred else None, created))
     return out

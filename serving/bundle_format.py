@@ -3,7 +3,6 @@ file's SHA-256. Nothing here imports torch or builds anything: a bundle is refus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from models.inference import TASKS, task_name
 from models.registry import NETWORKS
+from models.weights import sha256_of
 
 FORMAT = "lesson3-bundle"
 VERSION = 2  # 2: networks by registry name, safetensors weights, SHA-256 of every file
@@ -69,14 +69,6 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     elif not (isinstance(inp.get("size"), list) and len(inp["size"]) == 2 and all(isinstance(v, int) and 1 <= v <= 8192 for v in inp["size"])):
         raise BundleError(f"{file}: input.size must be [height, width] in pixels (1..8192), not {inp.get('size')!r}.")
     return meta
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_files(folder: Path, meta: dict[str, Any]) -> None:
