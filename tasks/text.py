@@ -25,9 +25,9 @@ from models.inference import text_probs
 from . import interpret
 from .base import BaseTask, class_names_for
 from .masking import mask_tokens
-from .text_show import decode, markdown_table, text_figure
+from .text_show import decode, text_figure
 
-__all__ = ["MaskedLMTask", "TextClassificationTask", "decode", "markdown_table", "mask_tokens", "text_figure"]
+__all__ = ["MaskedLMTask", "TextClassificationTask", "decode", "mask_tokens", "text_figure"]
 
 PREDICTIONS = "predictions.csv"
 
@@ -144,7 +144,7 @@ class TextClassificationTask(_TextTask):
         folder = Path(trainer.default_root_dir) / "pictures"
         folder.mkdir(parents=True, exist_ok=True)
         df.to_csv(folder / "most_wrong.csv", index=False)
-        (folder / "most_wrong.md").write_text(f"# Most confidently wrong (epoch {self.current_epoch})\n\n" + markdown_table(df))
+        (folder / "most_wrong.md").write_text(f"# Most confidently wrong (epoch {self.current_epoch})\n\n" + interpret.markdown_table(df.to_dict("records"), list(df.columns)))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and len(df):
                 logger.log_table(key="pictures/most_wrong", dataframe=df, step=trainer.global_step)

@@ -1,13 +1,11 @@
-"""How text batches and results are shown: token ids as text, blocks of text as a figure, tables."""
+"""How text batches and results are shown: token ids as text, blocks of text as a figure."""
 
 from __future__ import annotations
 
 import textwrap
 
-import pandas as pd
 import torch
 
-from . import interpret
 from .pictures import pyplot
 
 
@@ -36,11 +34,6 @@ def text_figure(blocks: list[tuple[str, str]], title: str = "", width: int = 110
         ax.text(0.01, y, text, fontsize=9, va="top", family="monospace", fontweight="bold" if bold else "normal")
         y -= step
     return fig
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub markdown table of a DataFrame (:func:`tasks.interpret.markdown_table`)."""
-    return interpret.markdown_table(df.to_dict("records"), list(df.columns))
 
 
 def decode(tokenizer, ids: torch.Tensor, attention_mask: torch.Tensor | None = None, marks: dict[int, str] | None = None) -> str:
