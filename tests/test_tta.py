@@ -216,7 +216,7 @@ def test_serving_tta_gives_the_point_back_and_averages_tags():
     small[3, 11] = 255
     decoded = Decoded(small, (480, 640), b"", ".png")
     for tta in (False, True):
-        out = Predictor(fake_bundle("point", DotFinder(), (h, w), ["x", "y"]), tta=tta).answer(decoded)
+        out = Predictor(fake_bundle("points", DotFinder(), (h, w), ["x", "y"]), tta=tta).answer(decoded)
         assert (out["x"], out["y"]) == (pytest.approx(459.5), pytest.approx(139.5))
     torch.manual_seed(3)
     net = nn.Sequential(AsFloat(), nn.Flatten(), nn.Linear(3 * 8 * 8, 3))  # the project's nets take uint8
@@ -284,7 +284,7 @@ def test_tta_fit_false_keeps_fit_validation_plain():
 def test_serving_tta_follows_the_bundle():
     from serving.predict import Predictor
 
-    bundle = fake_bundle("point", DotFinder(), (8, 8), ["x", "y"])
+    bundle = fake_bundle("points", DotFinder(), (8, 8), ["x", "y"])
     assert not Predictor(bundle).tta
     bundle.meta["tta"] = True
     assert Predictor(bundle).tta and not Predictor(bundle, tta=False).tta
