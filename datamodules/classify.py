@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import torch
 from torch.utils.data import Dataset
+
+from models.inference import resize
 
 from .base import DataError
 from .decode import read_rgb
@@ -121,10 +122,7 @@ class ClassifyDataset(Stored, Dataset):
             image = read_rgb(self.paths[i], draft=(w, h))
         except DataError as e:
             raise DataError(f"{e} Listed in {self.sources[i]}." if self.sources else e) from e
-        orig = image.shape[:2]
-        if orig != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return Decoded(image, None, orig)
+        return Decoded(resize(image, (h, w)), None, image.shape[:2])
 
     def store_files(self, i: int) -> tuple[Path, ...]:
         return (self.paths[i],)

@@ -19,10 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from models.inference import resize
 
 from .augment import Augment
 from .base import DataError, require_dir
@@ -74,7 +75,7 @@ class MultiLabelDataset(Stored, Dataset):
             where = f" Listed in {self.sources[i]}." if self.sources else ""
             raise DataError(f"{e}{where} {SKIP_HINT}") from e
         orig = image.shape[:2]
-        return Decoded(A.Resize(h, w, interpolation=cv2.INTER_AREA)(image=image)["image"], None, orig)
+        return Decoded(resize(image, (h, w)), None, orig)
 
     def store_files(self, i: int) -> tuple[Path, ...]:
         return (self.paths[i],)

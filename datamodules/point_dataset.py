@@ -12,13 +12,12 @@ import math
 from pathlib import Path
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from models.inference import upright_size
+from models.inference import resize, upright_size
 
 from .base import DataError
 from .decode import read_rgb
@@ -105,10 +104,7 @@ class PointDataset(Stored, Dataset):
         file's (height, width) from its header (points are in the file's pixels)."""
         path, (h, w) = self.items[i][0], self.size
         W, H = image_size(path)
-        image = read_rgb(path, draft=(w, h))
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return Decoded(image, None, (H, W))
+        return Decoded(resize(read_rgb(path, draft=(w, h)), (h, w)), None, (H, W))
 
     def store_files(self, i: int) -> tuple[Path, ...]:
         return (self.items[i][0],)

@@ -11,6 +11,8 @@ import cv2
 import torch
 from torch.utils.data import Dataset
 
+from models.inference import resize
+
 from .base import DataError
 from .decode import read_rgb
 from .checks import read_mask
@@ -94,10 +96,9 @@ class SegmentationDataset(Stored, Dataset):
         orig = image.shape[:2]
         mask = read_mask(mask_path, self.num_classes, self.classes_from, orig) if mask_path is not None else None
         h, w = self.size
-        if orig != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask is not None else None
-        return Decoded(image, mask, orig)
+        if orig != (h, w) and mask is not None:
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        return Decoded(resize(image, (h, w)), mask, orig)
 
     def store_files(self, i) -> tuple[Path, ...]:
         return tuple(p for p in self.items[i] if p is not None)
