@@ -7,35 +7,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models.inference import orientation, upright
+from models.inference import orientation, rgb_array, unreadable_mode, upright
 
 from .base import DataError
 
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # I: 32-bit ints, read as 16-bit (0..65535)
-
-
 def refuse_mode(im: Image.Image, path: Path) -> None:
     """A :class:`DataError` for image modes :func:`read_rgb` cannot turn into 8-bit RGB faithfully."""
-    if im.mode == "F" or im.mode not in set(Image.MODES) | set(SIXTEEN_BIT):
-        kind = "32-bit float" if im.mode == "F" else "not an RGB or greyscale mode"
-        raise DataError(f"{path}: image mode {im.mode} ({kind}) is not read; save it as 8- or 16-bit RGB or greyscale.")
+    if (why := unreadable_mode(im)) is not None:
+        raise DataError(f"{path}: {why}")
 
 
 def to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
-    """An opened image as RGB uint8 HWC: 16-bit greyscale scaled by 1/257 (65535 -> 255, not
-    saturated as PIL's ``convert`` does), RGBA / LA / transparent palettes without the alpha,
-    greyscale, palette and CMYK converted. 48-bit RGB PNG/TIFF open in PIL as 8-bit RGB already."""
-    refuse_mode(im, path)
-    if im.mode in SIXTEEN_BIT:
-        a = np.asarray(im).astype(np.float32)
-        if a.size and (a.min() < 0 or a.max() > 65535):
-            raise DataError(f"{path}: 32-bit integer image with values outside 0..65535; save it as 8- or 16-bit.")
-        grey = np.rint(a / 257).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")  # PIL warns when converting such palettes straight to RGB
-    return np.array(im.convert("RGB"))
+    """An opened image as RGB uint8 HWC (``models.inference.rgb_array``, as serving reads it); a
+    mode it cannot read is a :class:`DataError` naming the file."""
+    try:
+        return rgb_array(im)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 def read_rgb(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:

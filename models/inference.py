@@ -69,6 +69,41 @@ def upright_size(im: Image.Image) -> tuple[int, int]:
     """(width, height) of the image as shown: orientations 5-8 turn it by a quarter."""
     return im.size[::-1] if orientation(im) in (5, 6, 7, 8) else im.size
 
+
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # I: 32-bit ints, read as 16-bit (0..65535)
+
+
+def unreadable_mode(im: Image.Image) -> str | None:
+    """Why :func:`rgb_array` cannot read an opened image's mode faithfully, or None."""
+    if im.mode == "F" or im.mode not in set(Image.MODES) | set(SIXTEEN_BIT):
+        kind = "32-bit float" if im.mode == "F" else "not an RGB or greyscale mode"
+        return f"image mode {im.mode} ({kind}) is not read; save it as 8- or 16-bit RGB or greyscale."
+    return None
+
+
+def rgb_array(im: Image.Image) -> np.ndarray:
+    """An opened image as RGB uint8 HWC, as training and serving read it: 16-bit greyscale (and 32-bit
+    integers within 0..65535) scaled by 1/257, not saturated as PIL's ``convert`` does; RGBA, LA and
+    transparent palettes without the alpha; greyscale, palette and CMYK converted (48-bit RGB
+    PNG/TIFF open in PIL as 8-bit RGB already). The source's pixels are released before the copy.
+
+    Raises:
+        ValueError: a mode :func:`unreadable_mode` names, or 32-bit integers out of range.
+    """
+    if (why := unreadable_mode(im)) is not None:
+        raise ValueError(why)
+    if im.mode in SIXTEEN_BIT:
+        a = np.asarray(im).astype(np.float32)
+        im.close()
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError("32-bit integer image with values outside 0..65535; save it as 8- or 16-bit.")
+        return np.repeat(np.rint(a / 257).astype(np.uint8)[..., None], 3, axis=2)
+    src = im.convert("RGBA") if im.mode == "P" and "transparency" in im.info else im  # (PIL warns going straight to RGB)
+    rgb = src if src.mode == "RGB" else src.convert("RGB")
+    if rgb is not im:
+        im.close()
+    return np.array(rgb)
+
 def image_input(size: tuple[int, int] | int, kind: str, normalize: dict | None = None) -> dict:
     """What a bundle records of an image model's input: (height, width), RGB uint8, OpenCV's
     area resize, and whether JPEGs decode at a reduced scale first (``draft``: as the image

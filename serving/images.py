@@ -29,12 +29,11 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models.inference import orientation, upright
+from models.inference import SIXTEEN_BIT, orientation, rgb_array, upright
 
 DEFAULT_MAX_PIXELS = 16_000_000  # a 4000x4000 photo; ~8 bytes/pixel at the decode peak (module docstring)
 DECODE_SLOTS = 2
 MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "RGB", "RGBA")
-SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 class InputError(Exception):
@@ -160,24 +159,18 @@ def exif_turned(im: Image.Image) -> bool:
 
 
 def to_rgb(im: Image.Image, what: str = "image") -> tuple[np.ndarray, bool]:
-    """(RGB uint8 HWC as a browser shows it, whether the pixels differ from a plain 8-bit
-    decode of the file): EXIF orientation applied, 16-bit grey scaled to 8 bits (not clipped)."""
+    """(RGB uint8 HWC as a browser shows it, whether the pixels differ from a plain 8-bit decode of
+    the file): EXIF orientation applied, then read as training reads it (``models.inference.rgb_array``:
+    16-bit grey scaled to 8 bits, not clipped); a mode it cannot read is a 415."""
     with decode_errors(what):
         changed = exif_turned(im)
         if changed:
             im = upright(im)
-        if im.mode in SIXTEEN_BIT:
-            grey = np.asarray(im).astype(np.uint32)
-            im.close()
-            grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=2), True
-        if im.mode in ("I", "F"):
-            raise InputError(415, f"the uploaded {what} has 32-bit samples (mode {im.mode}); send an 8- or 16-bit image.")
-        rgb = im if im.mode == "RGB" else im.convert("RGB")
-        if rgb is not im:
-            im.close()  # the source's pixels go before the array copy
-        arr = np.asarray(rgb)
-        rgb.close()
+        changed = changed or im.mode in SIXTEEN_BIT
+        try:
+            arr = rgb_array(im)
+        except ValueError as e:
+            raise InputError(415, f"the uploaded {what}: {e}") from None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
         raise InputError(422, f"the uploaded {what} decodes to shape {arr.shape}; expected a colour or grey image.")
     return arr, changed

@@ -252,6 +252,42 @@ def test_a_phone_photo_is_read_upright_in_training_checks_and_serving(tmp_path):
     assert read_rgb(path, draft=(10, 20)).shape == (20, 10, 3)  # the draft hint (w, h) is the upright one: decoded at 1/2
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "P-transparent", "RGBA", "LA", "CMYK", "F"])
+def test_training_and_serving_read_every_mode_alike(tmp_path, mode):
+    """One RGB reading (``models.inference.rgb_array``) behind both: the same pixels, or the same refusal."""
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.base import DataError
+    from datamodules.decode import read_rgb
+    from serving.images import InputError, to_rgb
+
+    grey = np.arange(12 * 16, dtype=np.int64).reshape(12, 16) * 300
+    path = tmp_path / "x.tif" if mode in ("I", "F", "CMYK") else tmp_path / "x.png"
+    if mode in ("I;16", "I", "F"):
+        Image.fromarray(grey.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])).save(path)
+    elif mode == "P-transparent":
+        im = Image.fromarray((grey % 256).astype(np.uint8)).convert("P")
+        im.info["transparency"] = 0
+        im.save(path, transparency=0)
+    else:
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)).convert(mode).save(path)
+    with Image.open(path) as im:
+        try:
+            served = to_rgb(im)[0]
+        except InputError as e:
+            served = e
+    if mode == "F":
+        with pytest.raises(DataError, match=r"x\.tif: image mode F \(32-bit float\) is not read"):
+            read_rgb(path)
+        assert served.status == 415 and "image mode F (32-bit float) is not read" in str(served)
+        return
+    train = read_rgb(path)
+    assert train.shape == (12, 16, 3) and np.array_equal(served, train)
+    if mode in ("I;16", "I"):  # 16-bit scaled by 1/257, not saturated
+        assert train[-1, -1, 0] == round(grey[-1, -1] / 257) and train[..., 0].max() < 255
+
+
 def test_a_store_changed_in_place_is_noticed_and_built_again(tmp_path):
     """Same size, same modification time, other pixels: the sampled rows' digest differs, so the store
     is built again from the files instead of being trained on."""
