@@ -15,7 +15,6 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy
 
 from .base import BaseTask, class_names_for
-from models.decide import expected_f2_decision
 from models.inference import decide_tags, scores
 from .fbeta import SamplesFBeta, TunedFBeta, frequent_tags_baseline
 from .pictures import grid, to_hwc
@@ -161,11 +160,7 @@ class PlanetTask(BaseTask):
 
     def decide(self, probs: torch.Tensor, decision: str | None = None) -> torch.Tensor:
         """The predicted tags (bool, ``probs``' shape) under ``decision`` (default: the task's)."""
-        decision = decision or self.decision
-        probs = probs.detach().float().cpu()
-        if decision == "expected_f2":
-            return expected_f2_decision(probs, self.beta, zero_division=self.zero_division)
-        return probs >= (self.thresholds.cpu() if decision == "tuned" else torch.tensor(float(self.threshold)))
+        return decide_tags(probs, decision or self.decision, self.thresholds, self.threshold, self.beta, self.zero_division)
 
     def decode(self, probs: torch.Tensor) -> list[str]:
         """The names of an image's predicted tags (``probs``: ``(C,)``), in class order."""
@@ -174,7 +169,7 @@ class PlanetTask(BaseTask):
     # -- prediction ---------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         probs = scores(self.kind, self, batch["image"], tta=self.tta).cpu()  # as served (models/inference.py)
-        keep = decide_tags(probs, self.decision, self.thresholds, self.threshold, self.beta, self.zero_division)
+        keep = self.decide(probs)
         return [
             {"name": n, "probs": p, "tags": [c for c, k in zip(self.class_names, row.tolist()) if k]}
             for n, p, row in zip(batch["name"], probs, keep)
