@@ -32,7 +32,7 @@ from .classify_sample import write_classify_sample
 from .files import IMAGE_EXTS, list_images, locate
 from .images import ImageDataModule, unique_classes
 from .splits import default_split, split_folders, split_items
-from .store import Decoded, Stored
+from .store import StoredItem, Stored
 
 
 @dataclass
@@ -115,14 +115,14 @@ class ClassifyDataset(Stored, Dataset):
             out["target"] = self.targets[i]
         return out
 
-    def decode(self, i: int) -> Decoded:
+    def decode(self, i: int) -> StoredItem:
         """The image read (JPEGs at a reduced scale where large) and resized to ``size`` (area)."""
         h, w = self.size
         try:
             image = read_rgb(self.paths[i], draft=(w, h))
         except DataError as e:
             raise DataError(f"{e} Listed in {self.sources[i]}." if self.sources else e) from e
-        return Decoded(resize(image, (h, w)), None, image.shape[:2])
+        return StoredItem(resize(image, (h, w)), None, image.shape[:2])
 
     def store_files(self, i: int) -> tuple[Path, ...]:
         return (self.paths[i],)

@@ -31,7 +31,7 @@ from .decode import read_rgb
 from .images import SKIP_HINT, ImageDataModule, unique_classes
 from .planet_sample import write_planet_sample
 from .splits import split_items
-from .store import Decoded, Stored
+from .store import StoredItem, Stored
 from .files import locate
 from .tags import HINTS, TagRow, read_tag_csv
 
@@ -66,7 +66,7 @@ class MultiLabelDataset(Stored, Dataset):
             out["target"] = self.targets[i]
         return out
 
-    def decode(self, i: int) -> Decoded:
+    def decode(self, i: int) -> StoredItem:
         """The image read (``read``) and resized to ``size`` (area)."""
         path, (h, w) = self.paths[i], self.size
         try:
@@ -75,7 +75,7 @@ class MultiLabelDataset(Stored, Dataset):
             where = f" Listed in {self.sources[i]}." if self.sources else ""
             raise DataError(f"{e}{where} {SKIP_HINT}") from e
         orig = image.shape[:2]
-        return Decoded(resize(image, (h, w)), None, orig)
+        return StoredItem(resize(image, (h, w)), None, orig)
 
     def store_files(self, i: int) -> tuple[Path, ...]:
         return (self.paths[i],)

@@ -21,7 +21,7 @@ from models.inference import resize, upright_size
 
 from .base import DataError
 from .decode import read_rgb
-from .store import Decoded, Stored
+from .store import StoredItem, Stored
 
 Item = tuple[Path, str, "tuple[float, float] | None"]  # image, name, point in the file's pixels (None: unknown)
 
@@ -99,12 +99,12 @@ class PointDataset(Stored, Dataset):
         out["image"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
         return out
 
-    def decode(self, i: int) -> Decoded:
+    def decode(self, i: int) -> StoredItem:
         """The image resized to ``size`` (area; JPEGs decoded at a reduced scale when large) and the
         file's (height, width) from its header (points are in the file's pixels)."""
         path, (h, w) = self.items[i][0], self.size
         W, H = image_size(path)
-        return Decoded(resize(read_rgb(path, draft=(w, h)), (h, w)), None, (H, W))
+        return StoredItem(resize(read_rgb(path, draft=(w, h)), (h, w)), None, (H, W))
 
     def store_files(self, i: int) -> tuple[Path, ...]:
         return (self.items[i][0],)

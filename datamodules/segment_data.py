@@ -16,7 +16,7 @@ from models.inference import resize
 from .base import DataError
 from .decode import read_rgb
 from .checks import read_mask
-from .store import Decoded, Stored
+from .store import StoredItem, Stored
 
 FIELDS = ("stem", "name", "suffix")
 
@@ -89,7 +89,7 @@ class SegmentationDataset(Stored, Dataset):
             out["mask"] = torch.from_numpy(t["mask"]).long()
         return out
 
-    def decode(self, i) -> Decoded:
+    def decode(self, i) -> StoredItem:
         """The resized image, mask (or None) and the original (height, width), from the files."""
         img_path, mask_path = self.items[i]
         image = read_rgb(img_path)
@@ -98,7 +98,7 @@ class SegmentationDataset(Stored, Dataset):
         h, w = self.size
         if orig != (h, w) and mask is not None:
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        return Decoded(resize(image, (h, w)), mask, orig)
+        return StoredItem(resize(image, (h, w)), mask, orig)
 
     def store_files(self, i) -> tuple[Path, ...]:
         return tuple(p for p in self.items[i] if p is not None)

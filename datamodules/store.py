@@ -2,7 +2,7 @@
 memory-mapped uint8 arrays that the loaders then read instead of the image files.
 
 A dataset that can be stored has ``size``, ``store`` (None or a :class:`Store`), ``decode(i) ->``
-:class:`Decoded` (the very function its ``__getitem__`` uses without a store, so stored items are
+:class:`StoredItem` (the very function its ``__getitem__`` uses without a store, so stored items are
 bitwise the decoded ones), ``store_files(i)`` (the files item ``i`` is read from) and ``decode_id()``
 (what else the decoding depends on). One store per split and size, under
 ``<store_dir>/<Dataset>-<HxW>-<key>/`` (``store_dir`` default: ``$LESSON3_CACHE/store``, i.e.
@@ -42,7 +42,7 @@ STORE_VERSION = 2  # 2: images upright (EXIF orientation applied)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Decoded(NamedTuple):
+class StoredItem(NamedTuple):
     """One item as its dataset decodes it: the resized uint8 image (H, W, C), the resized class-id
     mask (H, W) or None, and the file's (height, width) before resizing."""
 
@@ -57,7 +57,7 @@ class Stored:
 
     store = None
 
-    def decoded(self, i: int) -> Decoded:
+    def decoded(self, i: int) -> StoredItem:
         store = self.store
         if store is not None and store.size == tuple(self.size):
             return store[i]
@@ -111,9 +111,9 @@ class Store:
     def __len__(self) -> int:
         return int(self.manifest["items"])
 
-    def __getitem__(self, i: int) -> Decoded:
+    def __getitem__(self, i: int) -> StoredItem:
         images, masks, orig = self.arrays()
-        return Decoded(np.array(images[i]), None if masks is None else np.array(masks[i]), (int(orig[i, 0]), int(orig[i, 1])))
+        return StoredItem(np.array(images[i]), None if masks is None else np.array(masks[i]), (int(orig[i, 0]), int(orig[i, 1])))
 
     def check(self) -> "Store":
         """Opened and the right shape (else ValueError/OSError: rebuild)."""

@@ -176,7 +176,7 @@ def to_rgb(im: Image.Image, what: str = "image") -> tuple[np.ndarray, bool]:
     return arr, changed
 
 
-def mask_ids(im: Image.Image, num_classes: int, size: tuple[int, int]) -> np.ndarray:
+def upload_mask_ids(im: Image.Image, num_classes: int, size: tuple[int, int]) -> np.ndarray:
     """Class ids (uint8, ``size`` = (height, width)) from an opened mask: greyscale, palette
     indices, 16/32-bit integers, or RGB(A) with R = G = B (what a browser canvas writes).
     Values must be integers in ``0..num_classes-1`` (a negative or too large id is a 422)."""

@@ -18,7 +18,7 @@ from models import inference
 
 from .batching import MicroBatcher
 from .bundle import Bundle
-from .images import DECODE_SLOTS, DEFAULT_MAX_PIXELS, DecodeSlots, InputError, class_counts, exif_turned, mask_ids, open_image, png_bytes, to_rgb
+from .images import DECODE_SLOTS, DEFAULT_MAX_PIXELS, DecodeSlots, InputError, class_counts, exif_turned, upload_mask_ids, open_image, png_bytes, to_rgb
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_MASK_PIXELS", "Decoded", "InputError", "Predictor", "png_base64", "png_bytes"]
 
@@ -177,7 +177,7 @@ class Predictor:
 
     def mask_from_upload(self, upload: bytes | BinaryIO, size: tuple[int, int]) -> np.ndarray:
         """A corrected CamVid mask (class ids at the image's ``size``) from an upload, checked
-        before decoding (pixel limit) and after (ids in range; see :func:`images.mask_ids`)."""
+        before decoding (pixel limit) and after (ids in range; see :func:`images.upload_mask_ids`)."""
         with self.slots(size[0] * size[1]):
             im = open_image(_read(upload), self.max_pixels, "mask")
-            return mask_ids(im, len(self.meta["classes"]), size)
+            return upload_mask_ids(im, len(self.meta["classes"]), size)
