@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 
 from . import interpret as stats
 from models.tta import active
