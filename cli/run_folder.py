@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ RUN_STAMP = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")  # new_run_dir's folder na
 RESUMABLE = ("last.ckpt", "on_exception.ckpt")
 LOCK = ".run.lock"  # held while a run writes into its folder
 _CLAIMED: set[Path] = set()
+_CREATED: set[Path] = set()  # run folders this process made
 
 
 def rank_zero_print(msg: str) -> None:
@@ -38,6 +40,7 @@ def new_run_dir(runs_dir: str, name: str) -> Path:
             k += 1
             path = base.with_name(f"{base.name}-{k}")
     os.environ["LESSON3_RUN_DIR"] = str(path.resolve())
+    _CREATED.add(path.resolve())
     return path.resolve()
 
 
@@ -58,11 +61,16 @@ def claim(run_dir: Path) -> None:
 
 
 def unclaim_all() -> None:
-    """Release every run folder this process holds (a notebook's next command may reuse one)."""
+    """Release every run folder this process holds (a notebook's next command may reuse one); one it
+    made and left empty (an ``export --out`` elsewhere) goes."""
     from datamodules.locks import release
 
     while _CLAIMED:
-        release(_CLAIMED.pop())
+        lock = _CLAIMED.pop()
+        release(lock)
+        folder = lock.parent.resolve()
+        if folder in _CREATED and {p.name for p in folder.iterdir()} <= {LOCK}:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _resumable(folder: Path) -> list[Path]:

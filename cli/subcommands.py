@@ -61,14 +61,16 @@ class KitTrainer(Trainer):
         return sugg.lr
 
     def export(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None, out: str | None = None,
-               tta: bool = False) -> str:
+               tta: bool = False, weights_only: bool | None = None) -> str:
         """Write a self-contained inference bundle for ``python serve.py`` (see ``serving/bundle.py``).
 
         Args:
             ckpt_path: the trained weights: a checkpoint (e.g. ``runs/<task>/<time>/checkpoints/last.ckpt``) or a bundle.
-            out: the bundle folder (default: ``<run folder>/bundle``).
+            out: the bundle folder (default: ``bundle/`` beside the checkpoint's ``checkpoints/`` folder,
+                i.e. in the run that trained it; else in this command's run folder).
             tta: the bundle serves answers averaged over each image's flips (Planet 8 passes, the
                 others 2); default: one pass. The model's own ``tta`` is for validate/test/predict.
+            weights_only: accepted for a run's ``config.yaml``; checkpoints are always read as data only.
         """
         from serving.bundle import BundleError, export_bundle, load_weights, trained_input_size
 
@@ -80,17 +82,21 @@ class KitTrainer(Trainer):
         root = Path(self.default_root_dir)
         try:
             load_weights(model, ckpt_path)
-            path = export_bundle(model, out or root / "bundle", size, name=root.parent.name, source=str(ckpt_path), tta=tta)
+            ckpt = Path(ckpt_path).expanduser()
+            beside = ckpt.parent.parent / "bundle" if ckpt.is_file() and ckpt.parent.name == "checkpoints" else None
+            path = export_bundle(model, out or beside or root / "bundle", size, name=root.parent.name, source=str(ckpt_path), tta=tta)
         except BundleError as e:
             raise SystemExit(f"error: {e}") from None
         print(f"Bundle: {path}  (serve it: python serve.py {path})", flush=True)
         return str(path)
 
-    def interpret(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None) -> str:
+    def interpret(self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None,
+                  weights_only: bool | None = None) -> str:
         """What the model gets wrong on the validation split: tables and pictures in ``<run>/interpret/`` (and W&B).
 
         Args:
             ckpt_path: the trained weights: a checkpoint of this task (e.g. ``runs/<task>/<time>/checkpoints/last.ckpt``) or a bundle.
+            weights_only: accepted for a run's ``config.yaml``; checkpoints are always read as data only.
         """
         from callbacks.interpret import interpret_checkpoint
         from serving.bundle import load_weights

@@ -50,7 +50,7 @@ def expand_task(args: list[str]) -> list[str]:
     args = list(args)
     name = _take_task(args)
     if name is None:
-        return args
+        return with_run_config(args)
     if not args or args[0].startswith("-"):
         args.insert(0, "fit")
     chain = config_chain(name)
@@ -58,6 +58,33 @@ def expand_task(args: list[str]) -> list[str]:
         chain = with_sample_overlays(chain)
     configs = [x for p in chain for x in ("--config", str(p))]
     return [args[0], *configs, "--name", name, *args[1:]]
+
+
+RUN_CONFIG_SUBCOMMANDS = ("export", "interpret", "validate", "test", "predict")
+
+
+def run_config(ckpt_path: str) -> Path | None:
+    """The ``config.yaml`` of the run folder a checkpoint was written in (``<run>/checkpoints/X.ckpt``), or None."""
+    path = Path(ckpt_path).expanduser()
+    config = path.parent.parent / "config.yaml"
+    return config if path.is_file() and path.parent.name == "checkpoints" and config.is_file() else None
+
+
+def with_run_config(args: list[str]) -> list[str]:
+    """``export|interpret|validate|test|predict --ckpt_path RUN/checkpoints/X.ckpt`` without ``--task``
+    or ``--config``: the run's own ``config.yaml`` (network, data, classes, sizes) as the config, so
+    the checkpoint alone is enough; options after it still override."""
+    if not args or args[0] not in RUN_CONFIG_SUBCOMMANDS or any(a in ("--config", "-c") or a.startswith("--config=") for a in args):
+        return args
+    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
+    if ckpt is None and "--ckpt_path" in args[:-1]:
+        ckpt = args[args.index("--ckpt_path") + 1]
+    config = run_config(ckpt) if ckpt else None
+    if config is None:
+        return args
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"Config: {config} (the run that wrote {Path(ckpt).name})", file=sys.stderr, flush=True)
+    return [args[0], "--config", str(config), *args[1:]]
 
 
 def with_sample_overlays(chain: list[Path]) -> list[Path]:

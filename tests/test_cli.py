@@ -273,3 +273,20 @@ def test_help_names_task_and_a_wrong_option_is_one_line():
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert bad.returncode == 2 and len(lines) <= 3, bad.stderr
     assert lines[-1].startswith("error: ") and "did you mean --trainer.max_epochs?" in lines[-1], bad.stderr
+
+
+def test_a_checkpoint_alone_exports_and_validates_with_its_runs_config(run_cli, tmp_path, capsys):
+    """``export``/``validate --ckpt_path RUN/checkpoints/last.ckpt`` with no ``--task``: the run's own
+    config.yaml is the config (data, classes, sizes); an export leaves no empty run folder behind."""
+    fit, run = run_cli(["--task", "planet", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                        "--trainer.limit_val_batches", "2", "--interpretation.enabled", "false"])
+    ckpt = run / "checkpoints" / "last.ckpt"
+    run_cli(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "bundle")])
+    assert f"Config: {run / 'config.yaml'}" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert meta["task"] == "multilabel" and meta["classes"] == fit.model.class_names
+    assert meta["input"]["size"] == list(fit.datamodule.size)
+    assert [p.name for p in (tmp_path / "runs" / "planet").iterdir()] == [run.name]  # the export's folder went
+    _, again = run_cli(["validate", "--ckpt_path", str(ckpt), "--model.init_args.tta", "false"])  # (fit validates without TTA)
+    trained, validated = (json.loads((r / "metrics.json").read_text())["metrics"] for r in (run, again))
+    assert validated["val/f2"] == pytest.approx(trained["val/f2"], abs=1e-6)  # the same data, classes and weights
