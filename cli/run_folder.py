@@ -69,7 +69,11 @@ def unclaim_all() -> None:
         lock = _CLAIMED.pop()
         release(lock)
         folder = lock.parent.resolve()
-        if folder in _CREATED and {p.name for p in folder.iterdir()} <= {LOCK}:
+        try:
+            empty = folder in _CREATED and {p.name for p in folder.iterdir()} <= {LOCK}
+        except OSError:  # gone already (a test's temporary folder), or unreadable: nothing to tidy
+            continue
+        if empty:
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -494,3 +494,19 @@ def test_load_from_checkpoint_needs_only_the_path(run_cli, task):
     assert all(torch.equal(v.cpu(), trained[k].cpu()) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="weights_only=False is refused"):
         cls.load_from_checkpoint(ckpt, weights_only=False)
+
+
+def test_releasing_run_folders_tidies_empty_ones_and_tolerates_gone_ones(tmp_path, monkeypatch):
+    import shutil
+
+    from cli.run_folder import claim, new_run_dir, unclaim_all
+
+    monkeypatch.delenv("LESSON3_RUN_DIR", raising=False)
+    empty, used, gone = (new_run_dir(str(tmp_path / "runs"), n) for n in ("empty", "used", "gone"))
+    monkeypatch.delenv("LESSON3_RUN_DIR", raising=False)
+    for folder in (empty, used, gone):
+        claim(folder)
+    (used / "metrics.json").write_text("{}")
+    shutil.rmtree(gone)  # e.g. a test's temporary folder, removed while still held
+    unclaim_all()
+    assert not empty.exists() and (used / "metrics.json").is_file() and not gone.exists()
