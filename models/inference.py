@@ -6,7 +6,7 @@ served answer is the ``predict`` answer for the same image; a bundle records the
 Plain functions of arrays and tensors: nothing here imports Lightning, torchmetrics or the
 project's tasks and datamodules (``models/`` imports nothing of ours but itself).
 
-Kinds (a task's class-level ``kind``): ``multilabel`` (tags), ``single`` (one class of an image),
+Kinds (a task's class-level ``kind``, the bundle's ``task``: :data:`TASKS`): ``multilabel`` (tags), ``classify`` (one class of an image),
 ``segmentation`` (a class per pixel), ``points`` (one point per image), ``text`` (one class of a text).
 """
 

@@ -48,7 +48,7 @@ class BaseTask(pl.LightningModule):
             layer groups, and the stages set their LRs (frozen groups at 0) and its one-cycle.
     """
 
-    kind: str = ""  # what the task predicts: multilabel, single, segmentation, points, text, lm
+    kind: str = ""  # what the task predicts: multilabel, classify, segmentation, points, text (models.inference.TASKS), or lm
     hparams_ignore: tuple[str, ...] = ()  # options kept out of hparams and checkpoints (output choices)
 
     def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-2, pct_start: float = 0.25,
