@@ -30,7 +30,7 @@ from callbacks.nan_guard import NanGuard, TrainingDiverged
 from callbacks.speed import auto_precision
 from cli import checkpoint_args
 from cli.metrics import write_metrics
-from cli.run_folder import choose_run_dir, claim, default_name, point_into, rank_zero_print, unclaim_all
+from cli.run_folder import choose_run_dir, claim, claimed, default_name, point_into, rank_zero_print, unclaim_all
 from cli.parser import KitParser
 from cli.subcommands import KitTrainer
 from cli.task_option import CONFIG_DIR, SAMPLE_DIR, config_chain, expand_task, root_given, task_names
@@ -196,7 +196,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
         if not run and args and args[0] in KitCLI.subcommands():
             args = args[1:]  # without run there are no subcommands: the options configure fit
         sys.argv = sys.argv[:1]  # args replace the command line (e.g. pytest's own options)
-    before = wandb_run()
+    before, held = wandb_run(), claimed()
     try:
         with warnings.catch_warnings():  # (filters a run adds end with it)
             return _make_cli(args, run)
@@ -205,7 +205,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> KitCLI:
     finally:
         sys.argv = argv
         if run:  # the run folder free again, the W&B run this command started ended (Lightning leaves it open):
-            unclaim_all()  # a notebook's or a test's next command starts clean
+            unclaim_all(keep=held)  # (only this command's) a notebook's or a test's next command starts clean
             if (started := wandb_run()) is not None and started is not before:
                 started.finish()
 

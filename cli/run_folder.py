@@ -60,13 +60,19 @@ def claim(run_dir: Path) -> None:
         raise SystemExit(f"error: {run_dir} is in use by another run (process {e.pid}): wait for it to end or pass another --run_dir.") from None
 
 
-def unclaim_all() -> None:
-    """Release every run folder this process holds (a notebook's next command may reuse one); one it
-    made and left empty (an ``export --out`` elsewhere) goes."""
+def claimed() -> set[Path]:
+    """The run folders' locks this process holds now."""
+    return set(_CLAIMED)
+
+
+def unclaim_all(keep: set[Path] = frozenset()) -> None:
+    """Release the run folders this process holds but those in ``keep`` (another command's, e.g. a
+    ``cli_main(run=False)`` whose trainer has yet to run), so a notebook's next command may reuse
+    them; one it made and left empty (an ``export --out`` elsewhere) goes."""
     from datamodules.locks import release
 
-    while _CLAIMED:
-        lock = _CLAIMED.pop()
+    for lock in _CLAIMED - set(keep):
+        _CLAIMED.discard(lock)
         release(lock)
         folder = lock.parent.resolve()
         try:

@@ -508,5 +508,11 @@ def test_releasing_run_folders_tidies_empty_ones_and_tolerates_gone_ones(tmp_pat
         claim(folder)
     (used / "metrics.json").write_text("{}")
     shutil.rmtree(gone)  # e.g. a test's temporary folder, removed while still held
-    unclaim_all()
+    other = new_run_dir(str(tmp_path / "runs"), "other")  # another command's, not yet used (cli_main(run=False))
+    monkeypatch.delenv("LESSON3_RUN_DIR", raising=False)
+    claim(other)
+    unclaim_all(keep={other / ".run.lock"})
     assert not empty.exists() and (used / "metrics.json").is_file() and not gone.exists()
+    assert other.is_dir()  # kept, and still held
+    unclaim_all()
+    assert not other.exists()
